@@ -1,0 +1,132 @@
+//! One organization's actor: create and revoke its keys, serialized, and keep this
+//! instance's auth cache in step before answering.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::auth::{AuthCache, Identity, InvalidationSource};
+use crate::domain::{ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId};
+use crate::metrics::Metrics;
+use crate::store::{CreateKeyError, KeyRecord, NewKey, RevokeError, RevokeOutcome, Store};
+
+pub struct OrgActor {
+    pub(super) org: OrgId,
+    pub(super) store: Store,
+    pub(super) cache: Arc<AuthCache>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) max_active_keys: i64,
+    pub(super) mailbox_capacity: usize,
+    pub(super) idle_timeout: Duration,
+    pub(super) last_active: Instant,
+}
+
+impl Actor for OrgActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+        self.metrics.org_actors.inc();
+        let check_every = (self.idle_timeout / 4).max(Duration::from_millis(100));
+        ctx.run_interval(check_every, |actor, ctx| {
+            if actor.last_active.elapsed() >= actor.idle_timeout {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.metrics.org_actors.dec();
+    }
+}
+
+/// A new project key. The plaintext lives only in the returned `CreatedKey`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<CreatedKey, CreateKeyError>")]
+pub struct CreateKey {
+    pub project_id: ProjectId,
+    pub name: DisplayName,
+}
+
+#[derive(Debug)]
+pub struct CreatedKey {
+    pub key: ApiKey,
+    pub record: KeyRecord,
+}
+
+/// Revoke a key within `scope` (a project key's own project; None for a master key).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<RevokeOutcome, RevokeError>")]
+pub struct RevokeKey {
+    pub key_id: KeyId,
+    pub scope: Option<ProjectId>,
+}
+
+impl Handler<CreateKey> for OrgActor {
+    // Atomic: the next message waits until this one's transaction has finished.
+    type Result = AtomicResponse<Self, Result<CreatedKey, CreateKeyError>>;
+
+    fn handle(&mut self, msg: CreateKey, _: &mut Self::Context) -> Self::Result {
+        self.last_active = Instant::now();
+        let (org, store, cache, metrics, max) = (
+            self.org,
+            self.store.clone(),
+            self.cache.clone(),
+            self.metrics.clone(),
+            self.max_active_keys,
+        );
+        AtomicResponse::new(Box::pin(
+            async move {
+                let key = ApiKey::generate(KeyType::Project);
+                let new = NewKey {
+                    id: KeyId::new(),
+                    organization_id: org,
+                    project_id: Some(msg.project_id),
+                    name: &msg.name,
+                    key: &key,
+                };
+                let record = store.create_key(new, max).await?;
+                let identity = Identity {
+                    key_id: record.id,
+                    organization_id: org,
+                    project_id: record.project_id,
+                    key_type: KeyType::Project,
+                    revoked: false,
+                };
+                cache.insert_created(key.hash(), identity).await;
+                metrics.keys_created.inc();
+                Ok(CreatedKey { key, record })
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<RevokeKey> for OrgActor {
+    type Result = AtomicResponse<Self, Result<RevokeOutcome, RevokeError>>;
+
+    fn handle(&mut self, msg: RevokeKey, _: &mut Self::Context) -> Self::Result {
+        self.last_active = Instant::now();
+        let (org, store, cache, metrics) = (
+            self.org,
+            self.store.clone(),
+            self.cache.clone(),
+            self.metrics.clone(),
+        );
+        AtomicResponse::new(Box::pin(
+            async move {
+                let outcome = store.revoke_key(org, msg.scope, msg.key_id).await?;
+                // Before the DELETE answers, this instance already refuses the key.
+                cache
+                    .invalidate(outcome.hash, InvalidationSource::Local)
+                    .await;
+                if !outcome.already_revoked {
+                    metrics.keys_revoked.inc();
+                }
+                Ok(outcome)
+            }
+            .into_actor(self),
+        ))
+    }
+}

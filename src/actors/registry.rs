@@ -1,0 +1,116 @@
+//! Finds or starts an organization's actor. Actors live on one dedicated arbiter; the map is
+//! sharded so lookups for different organizations rarely contend. A stopped actor (idle) is
+//! replaced on next use.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use actix_rt::ArbiterHandle;
+
+use super::OrgActor;
+use crate::auth::AuthCache;
+use crate::configuration::Settings;
+use crate::domain::OrgId;
+use crate::error::{ApiError, ErrorCode};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+const SHARDS: usize = 16;
+
+/// The actor's mailbox stayed full, or it could not be reached: the caller answers 503.
+#[derive(Debug, thiserror::Error)]
+#[error("organization actor unavailable: {0}")]
+pub struct ActorUnavailable(#[source] MailboxError);
+
+impl From<ActorUnavailable> for ApiError {
+    fn from(error: ActorUnavailable) -> Self {
+        ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "Key management is busy; retry shortly",
+        )
+        .with_cause(error)
+    }
+}
+
+pub struct OrgActors {
+    shards: Vec<Mutex<HashMap<OrgId, Addr<OrgActor>>>>,
+    hasher: RandomState,
+    arbiter: ArbiterHandle,
+    store: Store,
+    cache: Arc<AuthCache>,
+    metrics: Arc<Metrics>,
+    max_active_keys: i64,
+    mailbox_capacity: usize,
+    idle_timeout: Duration,
+    ask_timeout: Duration,
+}
+
+impl OrgActors {
+    pub fn new(
+        arbiter: ArbiterHandle,
+        store: Store,
+        cache: Arc<AuthCache>,
+        metrics: Arc<Metrics>,
+        settings: &Settings,
+    ) -> OrgActors {
+        OrgActors {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            arbiter,
+            store,
+            cache,
+            metrics,
+            max_active_keys: settings.keys.max_active_per_org,
+            mailbox_capacity: settings.actors.mailbox_capacity,
+            idle_timeout: Duration::from_secs(settings.actors.idle_timeout_secs),
+            ask_timeout: Duration::from_millis(settings.actors.ask_timeout_ms),
+        }
+    }
+
+    /// Sends `msg` to the organization's actor and waits for its answer. An actor that
+    /// stopped in between is replaced once; a mailbox that stays full past the ask timeout
+    /// is `ActorUnavailable`.
+    pub async fn ask<M>(&self, org: OrgId, msg: M) -> Result<M::Result, ActorUnavailable>
+    where
+        M: Message + Clone + Send + 'static,
+        M::Result: Send,
+        OrgActor: Handler<M>,
+        <OrgActor as Actor>::Context: ToEnvelope<OrgActor, M>,
+    {
+        let mut retried = false;
+        loop {
+            let addr = self.actor_for(org);
+            match addr.send(msg.clone()).timeout(self.ask_timeout).await {
+                Ok(answer) => return Ok(answer),
+                Err(MailboxError::Closed) if !retried => retried = true,
+                Err(error) => return Err(ActorUnavailable(error)),
+            }
+        }
+    }
+
+    fn actor_for(&self, org: OrgId) -> Addr<OrgActor> {
+        let shard = &self.shards[self.hasher.hash_one(org) as usize % SHARDS];
+        let mut actors = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(addr) = actors.get(&org).filter(|addr| addr.connected()) {
+            return addr.clone();
+        }
+        actors.retain(|_, addr| addr.connected());
+        let actor = OrgActor {
+            org,
+            store: self.store.clone(),
+            cache: self.cache.clone(),
+            metrics: self.metrics.clone(),
+            max_active_keys: self.max_active_keys,
+            mailbox_capacity: self.mailbox_capacity,
+            idle_timeout: self.idle_timeout,
+            last_active: Instant::now(),
+        };
+        let addr = OrgActor::start_in_arbiter(&self.arbiter, move |_| actor);
+        actors.insert(org, addr.clone());
+        addr
+    }
+}

@@ -1,0 +1,236 @@
+//! The middleware that resolves a request's bearer key once, and the typed extractor that
+//! hands the result to handlers.
+//!
+//! Resolution happens in a middleware, before any extractor runs, so an unauthenticated
+//! request is refused as 401 even when its body is also malformed or too large: actix polls a
+//! handler's extractors together, and the first to fail would otherwise win.
+
+use std::future::{ready, Ready};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderValue, AUTHORIZATION};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, FromRequest, HttpMessage, HttpRequest};
+
+use super::Identity;
+use crate::domain::{ApiKey, KeyHash, KeyType};
+use crate::error::{ApiError, ErrorCode};
+use crate::startup::AppState;
+use crate::store::StoreError;
+
+/// Why a request is not authenticated.
+#[derive(Debug, Clone)]
+pub enum AuthFailure {
+    Missing,
+    Malformed,
+    Unknown,
+    Revoked,
+    Unavailable(Arc<StoreError>),
+}
+
+impl AuthFailure {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed | AuthFailure::Unknown => "invalid",
+            AuthFailure::Revoked => "revoked",
+            AuthFailure::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl From<AuthFailure> for ApiError {
+    fn from(failure: AuthFailure) -> ApiError {
+        match failure {
+            AuthFailure::Missing => ApiError::new(
+                ErrorCode::Unauthorized,
+                "Missing API key: send Authorization: Bearer <key>",
+            ),
+            AuthFailure::Malformed => {
+                ApiError::new(ErrorCode::InvalidApiKey, "API key format is invalid")
+            }
+            AuthFailure::Unknown => {
+                ApiError::new(ErrorCode::InvalidApiKey, "API key is not recognized")
+            }
+            AuthFailure::Revoked => {
+                ApiError::new(ErrorCode::KeyRevoked, "API key has been revoked")
+            }
+            AuthFailure::Unavailable(cause) => ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "Authentication is temporarily unavailable; retry shortly",
+            )
+            .with_cause(cause),
+        }
+    }
+}
+
+/// The outcome stored in request extensions by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct AuthOutcome(pub Result<Identity, AuthFailure>);
+
+/// Middleware for every route that needs a key.
+pub async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("AppState is registered by the app factory")
+        .clone();
+    let outcome = identify(req.headers().get(AUTHORIZATION), &state).await;
+    req.extensions_mut().insert(AuthOutcome(outcome));
+    next.call(req).await
+}
+
+async fn identify(header: Option<&HeaderValue>, state: &AppState) -> Result<Identity, AuthFailure> {
+    let presented = bearer_token(header)?;
+    ApiKey::check_format(presented).map_err(|_| AuthFailure::Malformed)?;
+    let identity = state
+        .auth_cache
+        .resolve(KeyHash::of(presented))
+        .await
+        .map_err(AuthFailure::Unavailable)?
+        .ok_or(AuthFailure::Unknown)?;
+    if identity.revoked {
+        return Err(AuthFailure::Revoked);
+    }
+    Ok(identity)
+}
+
+/// `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
+fn bearer_token(header: Option<&HeaderValue>) -> Result<&str, AuthFailure> {
+    let header = header.ok_or(AuthFailure::Missing)?;
+    let bytes = header.as_bytes();
+    const SCHEME: &[u8] = b"bearer ";
+    if bytes.len() < SCHEME.len() || !bytes[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return Err(AuthFailure::Missing);
+    }
+    let token = std::str::from_utf8(&bytes[SCHEME.len()..]).map_err(|_| AuthFailure::Malformed)?;
+    Ok(token.trim())
+}
+
+/// Which key types a route admits.
+pub trait Permission: 'static {
+    fn allows(key_type: KeyType) -> bool;
+}
+
+/// Master keys only: creating keys, managing projects.
+pub struct MasterOnly;
+
+impl Permission for MasterOnly {
+    fn allows(key_type: KeyType) -> bool {
+        key_type == KeyType::Master
+    }
+}
+
+/// Any valid key.
+pub struct AnyKey;
+
+impl Permission for AnyKey {
+    fn allows(_: KeyType) -> bool {
+        true
+    }
+}
+
+/// An authenticated caller whose key type the route admits. Put it first in a handler's
+/// arguments; it is ready at once (the middleware did the work).
+pub struct Authenticated<P: Permission> {
+    pub identity: Identity,
+    permission: PhantomData<P>,
+}
+
+impl<P: Permission> FromRequest for Authenticated<P> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authorize::<P>(req))
+    }
+}
+
+fn authorize<P: Permission>(req: &HttpRequest) -> Result<Authenticated<P>, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("AppState is registered by the app factory");
+    let outcome = req
+        .extensions()
+        .get::<AuthOutcome>()
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::InternalError, "Unexpected server error").with_cause(
+                anyhow::anyhow!("route is not behind the authenticate middleware"),
+            )
+        })?;
+    let result = match outcome.0 {
+        Err(failure) => Err((failure.metric_label(), ApiError::from(failure))),
+        Ok(identity) if !P::allows(identity.key_type) => Err((
+            "forbidden",
+            ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "A {} key is not allowed to perform this action",
+                    identity.key_type.as_str()
+                ),
+            ),
+        )),
+        Ok(identity) => Ok(identity),
+    };
+    match result {
+        Ok(identity) => {
+            state.metrics.auth_requests.with_label_values(&["ok"]).inc();
+            state.last_used.record(identity.key_id);
+            Ok(Authenticated {
+                identity,
+                permission: PhantomData,
+            })
+        }
+        Err((label, error)) => {
+            state
+                .metrics
+                .auth_requests
+                .with_label_values(&[label])
+                .inc();
+            Err(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(value: &[u8]) -> HeaderValue {
+        HeaderValue::from_bytes(value).unwrap()
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token(Some(&header(b"Bearer abc"))).unwrap(), "abc");
+        assert_eq!(bearer_token(Some(&header(b"bearer abc"))).unwrap(), "abc");
+        assert_eq!(bearer_token(Some(&header(b"BEARER  abc "))).unwrap(), "abc");
+    }
+
+    #[test]
+    fn missing_or_other_schemes_are_missing_credentials() {
+        assert!(matches!(bearer_token(None), Err(AuthFailure::Missing)));
+        assert!(matches!(
+            bearer_token(Some(&header(b"Basic dXNlcjpwYXNz"))),
+            Err(AuthFailure::Missing)
+        ));
+        assert!(matches!(
+            bearer_token(Some(&header(b"Bearer"))),
+            Err(AuthFailure::Missing)
+        ));
+    }
+
+    #[test]
+    fn non_utf8_tokens_are_malformed() {
+        assert!(matches!(
+            bearer_token(Some(&header(b"Bearer \xff\xfe"))),
+            Err(AuthFailure::Malformed)
+        ));
+    }
+}

@@ -1,0 +1,116 @@
+//! lastUsedAt without a database write per request: uses are remembered in memory and
+//! written in one statement per flush (every `last_used.flush_interval_ms`, early when
+//! `max_pending` distinct keys are waiting, and on shutdown). lastUsedAt may lag by one
+//! interval; memory is bounded by `max_pending` entries.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use crate::domain::KeyId;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+pub struct LastUsedRecorder {
+    pending: Mutex<HashMap<KeyId, DateTime<Utc>>>,
+    max_pending: usize,
+    full: Notify,
+}
+
+impl LastUsedRecorder {
+    pub fn new(max_pending: usize) -> LastUsedRecorder {
+        LastUsedRecorder {
+            pending: Mutex::new(HashMap::new()),
+            max_pending,
+            full: Notify::new(),
+        }
+    }
+
+    /// Called on every authenticated request: one short lock, no I/O.
+    pub fn record(&self, key: KeyId) {
+        let now = Utc::now();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() >= self.max_pending && !pending.contains_key(&key) {
+            // Over the bound: this use is dropped (lastUsedAt lags one flush more), and the
+            // flusher is woken to make room.
+            self.full.notify_one();
+            return;
+        }
+        pending.insert(key, now);
+        if pending.len() >= self.max_pending {
+            self.full.notify_one();
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Writes what is pending. On failure the batch is put back (newest time wins), so a
+    /// database outage delays lastUsedAt but does not lose it.
+    pub async fn flush(&self, store: &Store, metrics: &Metrics) -> Result<usize, StoreError> {
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let started = Instant::now();
+        let (ids, times): (Vec<_>, Vec<_>) =
+            batch.iter().map(|(id, at)| (id.as_uuid(), *at)).unzip();
+        let result = store.record_last_used(&ids, &times).await;
+        metrics
+            .last_used_flush_duration
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = result {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, at) in batch {
+                if pending.len() >= self.max_pending {
+                    break;
+                }
+                let slot = pending.entry(id).or_insert(at);
+                *slot = (*slot).max(at);
+            }
+            return Err(error);
+        }
+        Ok(batch.len())
+    }
+
+    /// The background flusher; runs until its task is dropped.
+    pub async fn run(&self, store: Store, metrics: std::sync::Arc<Metrics>, interval: Duration) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.full.notified() => {}
+            }
+            if let Err(error) = self.flush(&store, &metrics).await {
+                tracing::warn!(error = ?error, "lastUsedAt flush failed; will retry");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_uses_of_one_key_take_one_slot() {
+        let recorder = LastUsedRecorder::new(10);
+        let key = KeyId::new();
+        for _ in 0..100 {
+            recorder.record(key);
+        }
+        assert_eq!(recorder.pending(), 1);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let recorder = LastUsedRecorder::new(5);
+        for _ in 0..50 {
+            recorder.record(KeyId::new());
+        }
+        assert_eq!(recorder.pending(), 5);
+    }
+}

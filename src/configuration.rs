@@ -1,0 +1,246 @@
+//! Settings: `config/default.toml` (compiled in), then an optional file (`--config` or
+//! `LOGSTITCH_CONFIG`), then `LOGSTITCH__SECTION__KEY` environment variables. `DATABASE_URL`
+//! and `LOGSTITCH_ADMIN_TOKEN` override their settings. Unknown keys are errors, so a typo
+//! can't silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub admin: AdminSettings,
+    pub auth: AuthSettings,
+    pub keys: KeySettings,
+    pub actors: ActorSettings,
+    pub last_used: LastUsedSettings,
+    pub listener: ListenerSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// May hold a password: secret, so it never prints.
+    pub url: SecretString,
+    pub pool_max_size: usize,
+    pub pool_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    pub token: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub cache_max_entries: u64,
+    pub cache_ttl_secs: u64,
+    pub negative_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    pub max_active_per_org: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorSettings {
+    pub idle_timeout_secs: u64,
+    pub mailbox_capacity: usize,
+    pub ask_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastUsedSettings {
+    pub flush_interval_ms: u64,
+    pub max_pending: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSettings {
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("invalid settings: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid setting `{setting}`: {problem}")]
+    Invalid {
+        setting: &'static str,
+        problem: &'static str,
+    },
+}
+
+impl Settings {
+    /// Loads the layers. `file` comes from `--config`; `LOGSTITCH_CONFIG` is its fallback.
+    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        let env_file = std::env::var_os("LOGSTITCH_CONFIG").map(std::path::PathBuf::from);
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file.or(env_file.as_deref()) {
+            builder = builder.add_source(File::from(path).required(true));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("LOGSTITCH")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            builder = builder.set_override("database.url", url)?;
+        }
+        if let Ok(token) = std::env::var("LOGSTITCH_ADMIN_TOKEN") {
+            builder = builder.set_override("admin.token", token)?;
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks that types alone can't express.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |setting, problem| Err(SettingsError::Invalid { setting, problem });
+        if self.database.pool_max_size == 0 {
+            return invalid("database.pool_max_size", "must be at least 1");
+        }
+        if self.database.pool_timeout_ms == 0 {
+            return invalid("database.pool_timeout_ms", "must be at least 1");
+        }
+        if self
+            .database
+            .url
+            .expose_secret()
+            .parse::<tokio_postgres::Config>()
+            .is_err()
+        {
+            return invalid("database.url", "is not a valid Postgres connection string");
+        }
+        if self.server.max_body_bytes == 0 {
+            return invalid("server.max_body_bytes", "must be at least 1");
+        }
+        if self.auth.cache_max_entries == 0 {
+            return invalid("auth.cache_max_entries", "must be at least 1");
+        }
+        if self.keys.max_active_per_org < 1 {
+            return invalid("keys.max_active_per_org", "must be at least 1");
+        }
+        if self.actors.mailbox_capacity == 0 {
+            return invalid("actors.mailbox_capacity", "must be at least 1");
+        }
+        if self.last_used.flush_interval_ms == 0 || self.last_used.max_pending == 0 {
+            return invalid(
+                "last_used",
+                "flush_interval_ms and max_pending must be at least 1",
+            );
+        }
+        if self.listener.reconnect_min_ms == 0
+            || self.listener.reconnect_max_ms < self.listener.reconnect_min_ms
+        {
+            return invalid(
+                "listener.reconnect_max_ms",
+                "must be at least listener.reconnect_min_ms, which must be at least 1",
+            );
+        }
+        Ok(())
+    }
+
+    /// The admin token, when the admin API is enabled.
+    pub fn admin_token(&self) -> Option<&str> {
+        Some(self.admin.token.expose_secret()).filter(|token| !token.is_empty())
+    }
+}
+
+impl DatabaseSettings {
+    pub fn pool_timeout(&self) -> Duration {
+        Duration::from_millis(self.pool_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Settings {
+        Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap()
+    }
+
+    #[test]
+    fn defaults_parse_and_validate() {
+        let settings = defaults();
+        settings.validate().unwrap();
+        assert_eq!(settings.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.admin_token(), None);
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut settings = defaults();
+        settings.admin.token = SecretString::from("very-secret-token");
+        assert!(!format!("{settings:?}").contains("very-secret-token"));
+        assert!(!format!("{settings:?}").contains("postgres://"));
+    }
+
+    #[test]
+    fn an_unknown_key_names_itself() {
+        let error = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .add_source(File::from_str("[auth]\ncache_ttl = 3", FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize::<Settings>()
+            .unwrap_err();
+        assert!(error.to_string().contains("cache_ttl"), "{error}");
+    }
+
+    #[test]
+    fn a_semantic_error_names_the_setting() {
+        let mut settings = defaults();
+        settings.database.pool_max_size = 0;
+        let error = settings.validate().unwrap_err();
+        assert!(error.to_string().contains("database.pool_max_size"));
+    }
+}

@@ -1,0 +1,9 @@
+//! Domain values. Each is built only through `parse`, so holding one means it is valid.
+
+mod api_key;
+mod display_name;
+mod ids;
+
+pub use api_key::{ApiKey, KeyHash, KeyPrefix, KeyType, MalformedKey};
+pub use display_name::{DisplayName, NAME_MAX_CHARS};
+pub use ids::{KeyId, OrgId, ProjectId};

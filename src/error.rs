@@ -1,0 +1,200 @@
+//! The error envelope every endpoint answers with, and the one table of stable codes.
+//!
+//! `{"error": {"code", "message", "details"?}, "request_id"}`. `details` is present for
+//! validation errors only. Internal causes are logged, never shown to the client.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::request_id::RequestId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    ValidationError,
+    Unauthorized,
+    InvalidApiKey,
+    KeyRevoked,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    InternalError,
+    UpstreamUnavailable,
+    ServiceUnavailable,
+    UpstreamTimeout,
+}
+
+impl ErrorCode {
+    /// The table: stable machine-readable code and HTTP status, in one place.
+    pub fn spec(self) -> (&'static str, StatusCode) {
+        use ErrorCode::*;
+        match self {
+            ValidationError => ("validation_error", StatusCode::BAD_REQUEST),
+            Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),
+            InvalidApiKey => ("invalid_api_key", StatusCode::UNAUTHORIZED),
+            KeyRevoked => ("key_revoked", StatusCode::UNAUTHORIZED),
+            Forbidden => ("forbidden", StatusCode::FORBIDDEN),
+            NotFound => ("not_found", StatusCode::NOT_FOUND),
+            MethodNotAllowed => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
+            Conflict => ("conflict", StatusCode::CONFLICT),
+            PayloadTooLarge => ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),
+            UnsupportedMediaType => ("unsupported_media_type", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            RateLimited => ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
+            InternalError => ("internal_error", StatusCode::INTERNAL_SERVER_ERROR),
+            UpstreamUnavailable => ("upstream_unavailable", StatusCode::BAD_GATEWAY),
+            ServiceUnavailable => ("service_unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            UpstreamTimeout => ("upstream_timeout", StatusCode::GATEWAY_TIMEOUT),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.spec().0
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: Cow<'static, str>,
+    pub message: Cow<'static, str>,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<Cow<'static, str>>, message: impl Into<Cow<'static, str>>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An error on its way to the client. `cause` is what went wrong inside (logged, not shown).
+pub struct ApiError {
+    code: ErrorCode,
+    message: Cow<'static, str>,
+    details: Vec<FieldError>,
+    cause: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            cause: None,
+        }
+    }
+
+    pub fn validation(message: impl Into<Cow<'static, str>>, details: Vec<FieldError>) -> Self {
+        ApiError {
+            details,
+            ..ApiError::new(ErrorCode::ValidationError, message)
+        }
+    }
+
+    pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn with_cause(mut self, cause: impl Into<anyhow::Error>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+}
+
+impl fmt::Debug for ApiError {
+    // Debug carries the whole cause chain, for the log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)?;
+        if let Some(cause) = &self.cause {
+            write!(f, ": {cause:#}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+    request_id: RequestId,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    details: &'a [FieldError],
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.spec().1
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (code, status) = self.code.spec();
+        if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let mut response = HttpResponse::build(status);
+        if self.code == ErrorCode::Unauthorized || self.code == ErrorCode::InvalidApiKey {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(Envelope {
+            error: Body {
+                code,
+                message: &self.message,
+                details: &self.details,
+            },
+            request_id: RequestId::current(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_their_documented_statuses() {
+        assert_eq!(
+            ErrorCode::ValidationError.spec(),
+            ("validation_error", StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            ErrorCode::KeyRevoked.spec(),
+            ("key_revoked", StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(ErrorCode::Conflict.spec().1, StatusCode::CONFLICT);
+        assert_eq!(
+            ErrorCode::ServiceUnavailable.as_str(),
+            "service_unavailable"
+        );
+    }
+
+    #[test]
+    fn debug_shows_the_cause_but_display_does_not() {
+        let error = ApiError::new(ErrorCode::InternalError, "Unexpected error")
+            .with_cause(anyhow::anyhow!("connection reset"));
+        assert!(format!("{error:?}").contains("connection reset"));
+        assert_eq!(error.to_string(), "Unexpected error");
+    }
+}

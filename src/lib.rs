@@ -1,0 +1,15 @@
+//! LogStitch gateway: the API key service and authentication gateway.
+
+pub mod actors;
+pub mod auth;
+pub mod cli;
+pub mod configuration;
+pub mod domain;
+pub mod error;
+pub mod invalidation;
+pub mod metrics;
+pub mod request_id;
+pub mod routes;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

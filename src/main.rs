@@ -1,0 +1,27 @@
+//! Thin main: parse the command line, load settings, start logging, run the command.
+
+use clap::Parser;
+
+use logstitch_gateway::cli::{self, Cli};
+use logstitch_gateway::configuration::Settings;
+use logstitch_gateway::telemetry;
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("logstitch-gateway: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    telemetry::init(settings.log.format);
+    match cli::run(cli, settings).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("logstitch-gateway: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! `/admin/v1/organizations`: organization setup for sign-up automation and load tests.
+//! Exists only when `admin.token` is set; authorized by that token, compared in constant time.
+
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{web, HttpRequest, HttpResponse};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+
+use super::body::Fields;
+use super::resource;
+use crate::domain::{DisplayName, OrgId, ProjectId};
+use crate::error::{ApiError, ErrorCode};
+use crate::request_id::RequestId;
+use crate::startup::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/admin/v1/organizations").route(web::post().to(create_organization)));
+}
+
+fn check_admin_token(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let expected = state.settings.admin.token.expose_secret().as_bytes();
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    if expected.is_empty() || !bool::from(presented.ct_eq(expected)) {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "A valid admin token is required",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct CreatedOrganization<'a> {
+    organization_id: OrgId,
+    project_id: ProjectId,
+    master_key: &'a str,
+    request_id: RequestId,
+}
+
+async fn create_organization(
+    req: HttpRequest,
+    body: web::Json<Value>,
+    state: web::Data<AppState>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    check_admin_token(&req, &state)?;
+    let mut fields = Fields::of(body.into_inner())?;
+    let name = fields.required("name", DisplayName::parse);
+    fields.finish()?;
+    let name = name.expect("finish() reports a missing name");
+    let created = state.store.create_organization(&name).await?;
+    Ok(HttpResponse::Created().json(CreatedOrganization {
+        organization_id: created.organization_id,
+        project_id: created.project_id,
+        master_key: created.master_key.expose(),
+        request_id,
+    }))
+}

@@ -1,0 +1,110 @@
+//! Request bodies: the JSON extractor's limits and error mapping (so even a malformed body
+//! answers in the envelope), and field readers that collect every problem into `details`.
+
+use actix_web::error::JsonPayloadError;
+use actix_web::web;
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, ErrorCode, FieldError};
+
+pub fn json_config(max_body_bytes: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(max_body_bytes)
+        .error_handler(move |error, _| json_error(error, max_body_bytes).into())
+}
+
+fn json_error(error: JsonPayloadError, max_body_bytes: usize) -> ApiError {
+    match error {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("Request body exceeds {max_body_bytes} bytes"),
+            )
+        }
+        JsonPayloadError::ContentType => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "Content-Type must be application/json",
+        ),
+        JsonPayloadError::Deserialize(cause) => ApiError::validation(
+            "Request body is not valid JSON",
+            vec![FieldError::new("body", cause.to_string())],
+        ),
+        other => ApiError::validation("Request body could not be read", Vec::new())
+            .with_cause(anyhow::anyhow!(other.to_string())),
+    }
+}
+
+/// A JSON object body, read field by field. Problems accumulate; `finish` reports them all.
+pub struct Fields {
+    object: Map<String, Value>,
+    problems: Vec<FieldError>,
+}
+
+impl Fields {
+    pub fn of(body: Value) -> Result<Fields, ApiError> {
+        match body {
+            Value::Object(object) => Ok(Fields {
+                object,
+                problems: Vec::new(),
+            }),
+            _ => Err(ApiError::validation(
+                "Request body must be a JSON object",
+                vec![FieldError::new("body", "must be a JSON object")],
+            )),
+        }
+    }
+
+    /// A required string field, turned into a domain value by `parse`.
+    pub fn required<T>(
+        &mut self,
+        field: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let problem = match self.object.get(field) {
+            None | Some(Value::Null) => "is required".to_owned(),
+            Some(Value::String(raw)) => match parse(raw) {
+                Ok(value) => return Some(value),
+                Err(problem) => problem,
+            },
+            Some(_) => "must be a string".to_owned(),
+        };
+        self.problems.push(FieldError::new(field, problem));
+        None
+    }
+
+    /// Ok when every field read so far was valid.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::validation("Invalid request body", self.problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn collects_every_problem() {
+        let mut fields = Fields::of(json!({"a": 1, "c": "ok"})).unwrap();
+        assert!(fields.required("a", |s| Ok(s.to_owned())).is_none());
+        assert!(fields.required("b", |s| Ok(s.to_owned())).is_none());
+        assert_eq!(
+            fields.required("c", |s| Ok(s.to_owned())).as_deref(),
+            Some("ok")
+        );
+        let error = fields.finish().unwrap_err();
+        assert_eq!(error.code(), ErrorCode::ValidationError);
+        assert!(format!("{error:?}").contains("Invalid request body"));
+    }
+
+    #[test]
+    fn refuses_non_objects() {
+        for body in [json!([]), json!("x"), json!(1), json!(null)] {
+            assert!(Fields::of(body).is_err());
+        }
+    }
+}

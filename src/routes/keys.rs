@@ -1,0 +1,191 @@
+//! `/api/v1/keys`: create (master only), list and revoke (master or project key).
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::body::Fields;
+use super::{resource, timestamp};
+use crate::actors::{CreateKey, RevokeKey};
+use crate::auth::{AnyKey, Authenticated, MasterOnly};
+use crate::domain::{DisplayName, KeyId, KeyType, ProjectId};
+use crate::error::{ApiError, ErrorCode, FieldError};
+use crate::request_id::RequestId;
+use crate::startup::AppState;
+use crate::store::{CreateKeyError, KeyRecord, RevokeError};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/keys")
+            .route(web::post().to(create_key))
+            .route(web::get().to(list_keys)),
+    )
+    .service(resource("/keys/{id}").route(web::delete().to(revoke_key)));
+}
+
+/// The create body, parsed: holding one means every field was valid.
+struct CreateKeyRequest {
+    project_id: ProjectId,
+    name: DisplayName,
+}
+
+impl CreateKeyRequest {
+    fn parse(body: Value) -> Result<CreateKeyRequest, ApiError> {
+        let mut fields = Fields::of(body)?;
+        let project_id = fields.required("project_id", |raw| {
+            ProjectId::parse(raw).ok_or_else(|| "must be a UUID".to_owned())
+        });
+        let key_type = fields.required("type", |raw| match KeyType::from_name(raw) {
+            Some(KeyType::Project) => Ok(()),
+            _ => Err(r#"must be "project" (the only type that can be created)"#.to_owned()),
+        });
+        let name = fields.required("name", DisplayName::parse);
+        fields.finish()?;
+        match (project_id, key_type, name) {
+            (Some(project_id), Some(()), Some(name)) => Ok(CreateKeyRequest { project_id, name }),
+            _ => unreachable!("finish() reports any missing field"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CreatedKeyResponse<'a> {
+    key: &'a str,
+    prefix: &'a str,
+    #[serde(rename = "type")]
+    key_type: &'static str,
+    name: &'a str,
+    request_id: RequestId,
+}
+
+async fn create_key(
+    caller: Authenticated<MasterOnly>,
+    body: web::Json<Value>,
+    state: web::Data<AppState>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let request = CreateKeyRequest::parse(body.into_inner())?;
+    let org = caller.identity.organization_id;
+    let created = state
+        .org_actors
+        .ask(
+            org,
+            CreateKey {
+                project_id: request.project_id,
+                name: request.name,
+            },
+        )
+        .await?
+        .map_err(|error| match error {
+            CreateKeyError::ProjectNotFound => ApiError::not_found("Project not found"),
+            CreateKeyError::LimitReached(limit) => ApiError::new(
+                ErrorCode::Conflict,
+                format!("The organization already has {limit} active keys, the maximum; revoke one first"),
+            ),
+            CreateKeyError::Store(error) => error.into(),
+        })?;
+    Ok(HttpResponse::Created().json(CreatedKeyResponse {
+        key: created.key.expose(),
+        prefix: &created.record.prefix,
+        key_type: created.record.key_type.as_str(),
+        name: &created.record.name,
+        request_id,
+    }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyView<'a> {
+    id: KeyId,
+    prefix: &'a str,
+    #[serde(rename = "type")]
+    key_type: &'static str,
+    name: &'a str,
+    #[serde(serialize_with = "timestamp::option::serialize")]
+    last_used_at: Option<DateTime<Utc>>,
+    #[serde(with = "timestamp")]
+    created_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp::option::serialize")]
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> From<&'a KeyRecord> for KeyView<'a> {
+    fn from(record: &'a KeyRecord) -> Self {
+        KeyView {
+            id: record.id,
+            prefix: &record.prefix,
+            key_type: record.key_type.as_str(),
+            name: &record.name,
+            last_used_at: record.last_used_at,
+            created_at: record.created_at,
+            revoked_at: record.revoked_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct KeyList<'a> {
+    keys: Vec<KeyView<'a>>,
+    request_id: RequestId,
+}
+
+async fn list_keys(
+    caller: Authenticated<AnyKey>,
+    state: web::Data<AppState>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let identity = caller.identity;
+    // A master key sees the whole organization; a project key, its own project.
+    let records = state
+        .store
+        .list_keys(identity.organization_id, identity.project_id)
+        .await?;
+    Ok(HttpResponse::Ok().json(KeyList {
+        keys: records.iter().map(KeyView::from).collect(),
+        request_id,
+    }))
+}
+
+#[derive(Serialize)]
+struct Revoked {
+    revoked: bool,
+    request_id: RequestId,
+}
+
+async fn revoke_key(
+    caller: Authenticated<AnyKey>,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let key_id = KeyId::parse(&path).ok_or_else(|| {
+        ApiError::validation(
+            "Invalid key id",
+            vec![FieldError::new("id", "must be a UUID")],
+        )
+    })?;
+    let identity = caller.identity;
+    state
+        .org_actors
+        .ask(
+            identity.organization_id,
+            RevokeKey {
+                key_id,
+                scope: identity.project_id,
+            },
+        )
+        .await?
+        .map_err(|error| match error {
+            RevokeError::NotFound => ApiError::not_found("Key not found"),
+            RevokeError::MasterKey => ApiError::new(
+                ErrorCode::Forbidden,
+                "Master keys cannot be revoked through the API",
+            ),
+            RevokeError::Store(error) => error.into(),
+        })?;
+    Ok(HttpResponse::Ok().json(Revoked {
+        revoked: true,
+        request_id,
+    }))
+}

@@ -1,0 +1,91 @@
+//! `/api/v1/projects`: create and list the caller's organization's projects (master key only).
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::body::Fields;
+use super::{resource, timestamp};
+use crate::auth::{Authenticated, MasterOnly};
+use crate::domain::{DisplayName, ProjectId};
+use crate::error::ApiError;
+use crate::request_id::RequestId;
+use crate::startup::AppState;
+use crate::store::ProjectRecord;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/projects")
+            .route(web::post().to(create_project))
+            .route(web::get().to(list_projects)),
+    );
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProjectView<'a> {
+    id: ProjectId,
+    name: &'a str,
+    #[serde(with = "timestamp")]
+    created_at: DateTime<Utc>,
+}
+
+impl<'a> From<&'a ProjectRecord> for ProjectView<'a> {
+    fn from(record: &'a ProjectRecord) -> Self {
+        ProjectView {
+            id: record.id,
+            name: &record.name,
+            created_at: record.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CreatedProject<'a> {
+    #[serde(flatten)]
+    project: ProjectView<'a>,
+    request_id: RequestId,
+}
+
+async fn create_project(
+    caller: Authenticated<MasterOnly>,
+    body: web::Json<Value>,
+    state: web::Data<AppState>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let mut fields = Fields::of(body.into_inner())?;
+    let name = fields.required("name", DisplayName::parse);
+    fields.finish()?;
+    let name = name.expect("finish() reports a missing name");
+    let record = state
+        .store
+        .create_project(caller.identity.organization_id, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Organization not found"))?;
+    Ok(HttpResponse::Created().json(CreatedProject {
+        project: ProjectView::from(&record),
+        request_id,
+    }))
+}
+
+#[derive(Serialize)]
+struct ProjectList<'a> {
+    projects: Vec<ProjectView<'a>>,
+    request_id: RequestId,
+}
+
+async fn list_projects(
+    caller: Authenticated<MasterOnly>,
+    state: web::Data<AppState>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let records = state
+        .store
+        .list_projects(caller.identity.organization_id)
+        .await?;
+    Ok(HttpResponse::Ok().json(ProjectList {
+        projects: records.iter().map(ProjectView::from).collect(),
+        request_id,
+    }))
+}

@@ -1,0 +1,49 @@
+//! `GET /api/v1/auth/verify`: the shared hot path as an endpoint, usable as an nginx
+//! `auth_request` or Envoy ext_authz target. Identity in the body and in headers.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use super::resource;
+use crate::auth::{AnyKey, Authenticated};
+use crate::domain::{KeyId, OrgId, ProjectId};
+use crate::request_id::RequestId;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/auth/verify").route(web::get().to(verify)));
+}
+
+#[derive(Serialize)]
+struct Verified {
+    valid: bool,
+    key_id: KeyId,
+    organization_id: OrgId,
+    project_id: Option<ProjectId>,
+    #[serde(rename = "type")]
+    key_type: &'static str,
+    request_id: RequestId,
+}
+
+async fn verify(caller: Authenticated<AnyKey>, request_id: RequestId) -> HttpResponse {
+    let identity = caller.identity;
+    let project = identity
+        .project_id
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    HttpResponse::Ok()
+        .insert_header((
+            "X-LogStitch-Organization-Id",
+            identity.organization_id.to_string(),
+        ))
+        .insert_header(("X-LogStitch-Project-Id", project))
+        .insert_header(("X-LogStitch-Key-Id", identity.key_id.to_string()))
+        .insert_header(("X-LogStitch-Key-Type", identity.key_type.as_str()))
+        .json(Verified {
+            valid: true,
+            key_id: identity.key_id,
+            organization_id: identity.organization_id,
+            project_id: identity.project_id,
+            key_type: identity.key_type.as_str(),
+            request_id,
+        })
+}

@@ -1,0 +1,211 @@
+//! The application: shared state, the one app factory, and the server's life cycle.
+//! `main` and the integration tests both start the service through `Application`.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_rt::Arbiter;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, Error, HttpMessage, HttpServer};
+use uuid::Uuid;
+
+use crate::actors::OrgActors;
+use crate::auth::cache_settings;
+use crate::auth::{AuthCache, LastUsedRecorder};
+use crate::configuration::Settings;
+use crate::invalidation::{InvalidationListener, ListenerStatus};
+use crate::metrics::{Metrics, UNMATCHED_ROUTE};
+use crate::request_id::{assign_request_id, RequestId};
+use crate::routes;
+use crate::store::{connect_pool, run_migrations, Store};
+
+/// What every handler can reach. Cheap to share: everything inside is a handle.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub auth_cache: Arc<AuthCache>,
+    pub org_actors: OrgActors,
+    pub last_used: Arc<LastUsedRecorder>,
+    pub metrics: Arc<Metrics>,
+    pub listener: ListenerStatus,
+    pub instance_id: String,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    arbiter: Arbiter,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Application {
+    /// Migrates, binds `settings.server.listen` (port 0 picks a free port) and prepares the
+    /// server; `run_until_stopped` serves. Must be called inside an actix system.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(settings.server.listen)?;
+        Application::build_on(settings, listener).await
+    }
+
+    pub async fn build_on(
+        settings: Settings,
+        listener: TcpListener,
+    ) -> anyhow::Result<Application> {
+        run_migrations(&settings.database).await?;
+        let settings = Arc::new(settings);
+        let instance_id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let pool = connect_pool(&settings.database)?;
+        let store = Store::new(pool.clone());
+        let metrics = Arc::new(Metrics::new());
+        let auth_cache = Arc::new(AuthCache::new(
+            cache_settings(&settings.auth),
+            Arc::new(store.clone()),
+            metrics.clone(),
+        ));
+        let last_used = Arc::new(LastUsedRecorder::new(settings.last_used.max_pending));
+        metrics.watch(pool, auth_cache.clone(), last_used.clone());
+        let listener_status = ListenerStatus::default();
+
+        let mut background = Vec::new();
+        background.push(tokio::spawn(
+            InvalidationListener {
+                settings: settings.clone(),
+                application_name: listener_application_name(&instance_id),
+                cache: auth_cache.clone(),
+                metrics: metrics.clone(),
+                status: listener_status.clone(),
+            }
+            .run(),
+        ));
+        background.push(tokio::spawn({
+            let (recorder, store, metrics) = (last_used.clone(), store.clone(), metrics.clone());
+            let interval = Duration::from_millis(settings.last_used.flush_interval_ms);
+            async move { recorder.run(store, metrics, interval).await }
+        }));
+
+        let arbiter = Arbiter::new();
+        let org_actors = OrgActors::new(
+            arbiter.handle(),
+            store.clone(),
+            auth_cache.clone(),
+            metrics.clone(),
+            &settings,
+        );
+        let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            store,
+            auth_cache,
+            org_actors,
+            last_used,
+            metrics,
+            listener: listener_status,
+            instance_id,
+        });
+
+        let port = listener.local_addr()?.port();
+        let server_state = state.clone();
+        let admin_enabled = settings.admin_token().is_some();
+        let max_body = settings.server.max_body_bytes;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(server_state.clone())
+                .app_data(routes::json_config(max_body))
+                .wrap(from_fn(observe))
+                .wrap(from_fn(assign_request_id))
+                .configure(|cfg| routes::configure(cfg, admin_enabled))
+                .default_service(web::to(routes::not_found))
+        })
+        .shutdown_timeout(10)
+        .listen(listener)?;
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        Ok(Application {
+            port,
+            server: server.run(),
+            state,
+            arbiter,
+            background,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until a stop signal (SIGTERM/SIGINT) or `Server::stop`; in-flight requests
+    /// drain, then pending lastUsedAt updates are written.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        let state = &self.state;
+        if let Err(error) = state.last_used.flush(&state.store, &state.metrics).await {
+            tracing::warn!(error = ?error, "final lastUsedAt flush failed");
+        }
+        for task in &self.background {
+            task.abort();
+        }
+        self.arbiter.stop();
+        result
+    }
+
+    /// A handle to stop the server from elsewhere (tests, signal handlers).
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+}
+
+/// The listener's `application_name`, by which pg_stat_activity shows it.
+pub fn listener_application_name(instance_id: &str) -> String {
+    format!("logstitch-listener-{instance_id}")
+}
+
+/// Middleware: one metric sample and one log line per request. The route label is the
+/// matched pattern, never the raw path.
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let response = next.call(req).await?;
+    let elapsed = started.elapsed();
+    let request = response.request();
+    let route = request.match_pattern();
+    let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
+    let status = response.status();
+    if let Some(state) = request.app_data::<web::Data<AppState>>() {
+        state
+            .metrics
+            .http_requests
+            .with_label_values(&[request.method().as_str(), route, status.as_str()])
+            .inc();
+        state
+            .metrics
+            .http_request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+    let extensions = request.extensions();
+    let request_id = extensions.get::<RequestId>().copied();
+    let organization_id = extensions
+        .get::<crate::auth::AuthOutcome>()
+        .and_then(|outcome| outcome.0.as_ref().ok())
+        .map(|identity| identity.organization_id.to_string());
+    tracing::info!(
+        request_id = request_id.as_ref().map(RequestId::as_str),
+        method = %request.method(),
+        route,
+        status = status.as_u16(),
+        latency_us = elapsed.as_micros() as u64,
+        organization_id = organization_id.as_deref(),
+        "request"
+    );
+    drop(extensions);
+    Ok(response)
+}

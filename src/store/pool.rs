@@ -1,0 +1,87 @@
+//! The connection pool and the one error type for storage failures.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use secrecy::ExposeSecret;
+use tokio_postgres::NoTls;
+
+use crate::configuration::DatabaseSettings;
+use crate::error::{ApiError, ErrorCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No connection could be had in time, or the database went away: worth retrying later.
+    #[error("database unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("database query failed")]
+    Query(#[source] tokio_postgres::Error),
+}
+
+impl From<PoolError> for StoreError {
+    fn from(error: PoolError) -> Self {
+        StoreError::Unavailable(error.into())
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        // A closed connection or a failed connect is an outage, not a bug in our SQL.
+        if error.is_closed() || error.code().is_none() {
+            StoreError::Unavailable(error.into())
+        } else {
+            StoreError::Query(error)
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The service is temporarily unavailable; retry shortly",
+            )
+            .with_cause(error),
+            StoreError::Query(_) => {
+                ApiError::new(ErrorCode::InternalError, "Unexpected server error").with_cause(error)
+            }
+        }
+    }
+}
+
+/// The libpq-style config, with our connect timeout and an application name for pg_stat_activity.
+pub fn postgres_config(
+    settings: &DatabaseSettings,
+    application_name: &str,
+) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = settings.url.expose_secret().parse()?;
+    config.connect_timeout(settings.pool_timeout());
+    config.application_name(application_name);
+    config.options(format!(
+        "-c statement_timeout={}",
+        settings.statement_timeout_ms
+    ));
+    Ok(config)
+}
+
+/// Builds the pool. It connects lazily, so a server can start while Postgres is down.
+pub fn connect_pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
+    let config = postgres_config(settings, "logstitch-gateway")?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let timeout = Some(settings.pool_timeout());
+    let pool = Pool::builder(manager)
+        .max_size(settings.pool_max_size)
+        .wait_timeout(timeout)
+        .create_timeout(timeout)
+        .recycle_timeout(Some(Duration::from_secs(1)))
+        .runtime(Runtime::Tokio1)
+        .build()?;
+    Ok(pool)
+}
