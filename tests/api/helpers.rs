@@ -1,0 +1,361 @@
+//! `spawn_app()` and friends: a fresh database per test, the real `Application` on port 0,
+// Each test module uses a different subset of these helpers.
+#![allow(dead_code)]
+//! and one small helper per endpoint.
+
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::web;
+use awc::http::{header::HeaderMap, Method, StatusCode};
+use logstitch_gateway::configuration::Settings;
+use logstitch_gateway::startup::{AppState, Application};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+/// The server every test database is created on: `DATABASE_URL` (which `make test` sets),
+/// else the URL in config/default.toml.
+fn server_url() -> String {
+    let settings = Settings::load(None).expect("settings load");
+    settings.database.url.expose_secret().to_owned()
+}
+
+/// A database of its own, dropped (connections and all) when the last handle goes.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+    maintenance_url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Arc<TestDatabase> {
+        let base = server_url();
+        let mut config: tokio_postgres::Config = base.parse().expect("DATABASE_URL parses");
+        let name = format!("logstitch_test_{}", Uuid::new_v4().simple());
+        config.dbname("postgres");
+        let (client, connection) = config.connect(NoTls).await.unwrap_or_else(|error| {
+            panic!("cannot reach Postgres (run `make test`, or set DATABASE_URL): {error}")
+        });
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create test database");
+        drop(client);
+        let _ = driver.await;
+        Arc::new(TestDatabase {
+            url: with_dbname(&base, &name),
+            maintenance_url: with_dbname(&base, "postgres"),
+            name,
+        })
+    }
+
+    /// A plain client on the test database, for assertions about what is stored.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .expect("connect to test database");
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.maintenance_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, which can't be blocked on: use a thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                if let Ok((client, connection)) = tokio_postgres::connect(&url, NoTls).await {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Replaces the database name in a libpq URL (`postgres://…/NAME?params`).
+fn with_dbname(url: &str, dbname: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = head.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match head[scheme_end..].find('/') {
+        Some(slash) => &head[..scheme_end + slash],
+        None => head,
+    };
+    match query {
+        Some(query) => format!("{base}/{dbname}?{query}"),
+        None => format!("{base}/{dbname}"),
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub db: Arc<TestDatabase>,
+    pub state: web::Data<AppState>,
+    pub admin_token: String,
+    pub client: awc::Client,
+    server: ServerHandle,
+}
+
+/// Settings for a test instance: its database, port 0, a random admin token.
+pub fn test_settings(db: &TestDatabase) -> Settings {
+    let mut settings = Settings::load(None).expect("settings load");
+    settings.database.url = SecretString::from(db.url.clone());
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.server.workers = 2;
+    settings.admin.token = SecretString::from(format!("admin-{}", Uuid::new_v4().simple()));
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestDatabase::create().await, |_| {}).await
+}
+
+/// Another instance on `db` (for multi-instance tests), with settings adjusted by `customize`.
+pub async fn spawn_app_with(
+    db: Arc<TestDatabase>,
+    customize: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let mut settings = test_settings(&db);
+    customize(&mut settings);
+    let admin_token = settings.admin.token.expose_secret().to_owned();
+    let application = Application::build(settings)
+        .await
+        .expect("application builds");
+    let port = application.port();
+    let state = application.state();
+    let server = application.server_handle();
+    actix_rt::spawn(application.run_until_stopped());
+    let app = TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        db,
+        state,
+        admin_token,
+        client: awc::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .finish(),
+        server,
+    };
+    app.wait_until_ready().await;
+    app
+}
+
+/// A response, read whole: status, headers, and the body as JSON (Null when it isn't JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+/// An organization made through the admin API.
+#[derive(Debug, Clone)]
+pub struct TestOrg {
+    pub organization_id: String,
+    pub project_id: String,
+    pub master_key: String,
+}
+
+impl TestApp {
+    /// Sends a request; `token` becomes `Authorization: Bearer <token>`.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.address, path));
+        if let Some(token) = token {
+            request = request.insert_header(("Authorization", format!("Bearer {token}")));
+        }
+        let response = match body {
+            Some(body) => request.send_json(body).await,
+            None => request.send().await,
+        };
+        read_reply(response.expect("request sent")).await
+    }
+
+    /// Sends raw bytes with the headers given (for malformed-input tests).
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &[u8])],
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.address, path));
+        for (name, value) in headers {
+            request = request.insert_header((
+                *name,
+                awc::http::header::HeaderValue::from_bytes(value).expect("header value"),
+            ));
+        }
+        read_reply(request.send_body(body).await.expect("request sent")).await
+    }
+
+    pub async fn create_org(&self, name: &str) -> TestOrg {
+        let reply = self
+            .request(
+                Method::POST,
+                "/admin/v1/organizations",
+                Some(&self.admin_token.clone()),
+                Some(&serde_json::json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+        TestOrg {
+            organization_id: reply.body["organization_id"].as_str().unwrap().to_owned(),
+            project_id: reply.body["project_id"].as_str().unwrap().to_owned(),
+            master_key: reply.body["master_key"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn create_key(&self, token: &str, project_id: &str, name: &str) -> Reply {
+        let body = serde_json::json!({ "project_id": project_id, "type": "project", "name": name });
+        self.request(Method::POST, "/api/v1/keys", Some(token), Some(&body))
+            .await
+    }
+
+    /// Creates a project key and returns (key id, plaintext key).
+    pub async fn new_project_key(&self, org: &TestOrg) -> (String, String) {
+        let created = self
+            .create_key(&org.master_key, &org.project_id, "test key")
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+        let key = created.body["key"].as_str().unwrap().to_owned();
+        let verified = self.verify(&key).await;
+        assert_eq!(verified.status, StatusCode::OK, "{verified:?}");
+        (verified.body["key_id"].as_str().unwrap().to_owned(), key)
+    }
+
+    pub async fn list_keys(&self, token: &str) -> Reply {
+        self.request(Method::GET, "/api/v1/keys", Some(token), None)
+            .await
+    }
+
+    pub async fn revoke_key(&self, token: &str, id: &str) -> Reply {
+        self.request(
+            Method::DELETE,
+            &format!("/api/v1/keys/{id}"),
+            Some(token),
+            None,
+        )
+        .await
+    }
+
+    pub async fn verify(&self, token: &str) -> Reply {
+        self.request(Method::GET, "/api/v1/auth/verify", Some(token), None)
+            .await
+    }
+
+    /// The value of one sample in a live `/metrics` scrape (0 when absent).
+    /// `series` is the metric name with labels as exposed, e.g. `x_total{result="ok"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let reply = self.request(Method::GET, "/metrics", None, None).await;
+        reply
+            .text
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == series).then(|| value.parse().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until `/readyz` answers 200 (the invalidation listener is up).
+    pub async fn wait_until_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(response) = self
+                .client
+                .get(format!("{}/readyz", self.address))
+                .send()
+                .await
+            {
+                if response.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            actix_rt::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("server never became ready");
+    }
+
+    /// Terminates this instance's LISTEN connection from the database side.
+    pub async fn kill_listener_connection(&self) -> u64 {
+        let client = self.db.client().await;
+        let name = logstitch_gateway::startup::listener_application_name(&self.state.instance_id);
+        let row = client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                &[&name],
+            )
+            .await
+            .expect("terminate listener");
+        row.get::<_, i64>(0) as u64
+    }
+
+    pub async fn stop(&self) {
+        self.server.stop(true).await;
+    }
+}
+
+async fn read_reply<S>(mut response: awc::ClientResponse<S>) -> Reply
+where
+    S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .body()
+        .limit(16 * 1024 * 1024)
+        .await
+        .expect("body read");
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+#[test]
+fn with_dbname_replaces_only_the_database() {
+    assert_eq!(
+        with_dbname("postgres://u@h:5432/logstitch", "x"),
+        "postgres://u@h:5432/x"
+    );
+    assert_eq!(
+        with_dbname("postgres://u:p@h/logstitch?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(with_dbname("postgres://h", "x"), "postgres://h/x");
+}
