@@ -1,7 +1,8 @@
 //! `spawn_app()` and friends: a fresh database per test, the real `Application` on port 0,
+//! and one small helper per endpoint.
+
 // Each test module uses a different subset of these helpers.
 #![allow(dead_code)]
-//! and one small helper per endpoint.
 
 use std::sync::Arc;
 
