@@ -31,6 +31,9 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// When set, `/metrics` is served only on this address, not on `listen`.
+    #[serde(default, deserialize_with = "optional_address")]
+    pub metrics_listen: Option<SocketAddr>,
     pub workers: usize,
     pub max_body_bytes: usize,
 }
@@ -187,6 +190,17 @@ impl Settings {
     pub fn admin_token(&self) -> Option<&str> {
         Some(self.admin.token.expose_secret()).filter(|token| !token.is_empty())
     }
+}
+
+/// An empty string means "not set", so the setting can be cleared from the environment.
+fn optional_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    raw.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 impl DatabaseSettings {

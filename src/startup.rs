@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix_rt::Arbiter;
 use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, Error, HttpMessage, HttpServer};
 use uuid::Uuid;
@@ -36,7 +36,9 @@ pub struct AppState {
 
 pub struct Application {
     port: u16,
-    server: Server,
+    metrics_port: Option<u16>,
+    /// The public server first, then the metrics-only one when configured.
+    servers: Vec<Server>,
     state: web::Data<AppState>,
     arbiter: Arbiter,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -107,7 +109,10 @@ impl Application {
 
         let port = listener.local_addr()?.port();
         let server_state = state.clone();
-        let admin_enabled = settings.admin_token().is_some();
+        let options = routes::RouteOptions {
+            admin: settings.admin_token().is_some(),
+            metrics: settings.server.metrics_listen.is_none(),
+        };
         let max_body = settings.server.max_body_bytes;
         let mut server = HttpServer::new(move || {
             App::new()
@@ -115,7 +120,7 @@ impl Application {
                 .app_data(routes::json_config(max_body))
                 .wrap(from_fn(observe))
                 .wrap(from_fn(assign_request_id))
-                .configure(|cfg| routes::configure(cfg, admin_enabled))
+                .configure(|cfg| routes::configure(cfg, options))
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(10)
@@ -123,9 +128,28 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
+        let mut servers = vec![server.run()];
+        let mut metrics_port = None;
+        if let Some(address) = settings.server.metrics_listen {
+            // Operators often keep /metrics off the public port; this listener serves only it.
+            let metrics_listener = TcpListener::bind(address)?;
+            metrics_port = Some(metrics_listener.local_addr()?.port());
+            let metrics_state = state.clone();
+            let metrics_server = HttpServer::new(move || {
+                App::new()
+                    .app_data(metrics_state.clone())
+                    .wrap(from_fn(assign_request_id))
+                    .configure(routes::configure_metrics)
+                    .default_service(web::to(routes::not_found))
+            })
+            .workers(1)
+            .listen(metrics_listener)?;
+            servers.push(metrics_server.run());
+        }
         Ok(Application {
             port,
-            server: server.run(),
+            metrics_port,
+            servers,
             state,
             arbiter,
             background,
@@ -136,6 +160,11 @@ impl Application {
         self.port
     }
 
+    /// The port of the separate `/metrics` listener, when `server.metrics_listen` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
+    }
+
     pub fn state(&self) -> web::Data<AppState> {
         self.state.clone()
     }
@@ -143,7 +172,7 @@ impl Application {
     /// Serves until a stop signal (SIGTERM/SIGINT) or `Server::stop`; in-flight requests
     /// drain, then pending lastUsedAt updates are written.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        let results = futures_util::future::join_all(self.servers).await;
         let state = &self.state;
         if let Err(error) = state.last_used.flush(&state.store, &state.metrics).await {
             tracing::warn!(error = ?error, "final lastUsedAt flush failed");
@@ -152,12 +181,23 @@ impl Application {
             task.abort();
         }
         self.arbiter.stop();
-        result
+        results.into_iter().collect()
     }
 
-    /// A handle to stop the server from elsewhere (tests, signal handlers).
-    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
-        self.server.handle()
+    /// A handle to stop the servers from elsewhere (tests, signal handlers).
+    pub fn server_handle(&self) -> StopHandle {
+        StopHandle(self.servers.iter().map(Server::handle).collect())
+    }
+}
+
+/// Stops the public server and, when there is one, the metrics server.
+#[derive(Clone)]
+pub struct StopHandle(Vec<ServerHandle>);
+
+impl StopHandle {
+    /// `graceful`: let in-flight requests finish first.
+    pub async fn stop(&self, graceful: bool) {
+        futures_util::future::join_all(self.0.iter().map(|handle| handle.stop(graceful))).await;
     }
 }
 

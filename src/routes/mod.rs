@@ -16,11 +16,23 @@ use crate::auth::authenticate;
 use crate::error::{ApiError, ErrorCode};
 
 pub use body::json_config;
+pub use metrics::configure as configure_metrics;
 
-pub fn configure(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
+/// Which optional parts the public listener serves.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteOptions {
+    /// `POST /admin/v1/organizations` exists only when an admin token is set.
+    pub admin: bool,
+    /// False when `/metrics` has its own listener (`server.metrics_listen`).
+    pub metrics: bool,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig, options: RouteOptions) {
     health::configure(cfg);
-    metrics::configure(cfg);
-    if admin_enabled {
+    if options.metrics {
+        metrics::configure(cfg);
+    }
+    if options.admin {
         admin::configure(cfg);
     }
     cfg.service(
