@@ -24,12 +24,61 @@ pub struct Settings {
     pub actors: ActorSettings,
     pub last_used: LastUsedSettings,
     pub listener: ListenerSettings,
+    pub rate_limit: RateLimitSettings,
+    pub gateway: GatewaySettings,
     pub log: LogSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub requests_per_second: f64,
+    pub burst: u32,
+    pub overrides: Vec<RateLimitOverride>,
+    pub failed_auth_per_second: f64,
+    pub failed_auth_burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitOverride {
+    pub project_id: uuid::Uuid,
+    pub requests_per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    pub routes: Vec<GatewayRoute>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayRoute {
+    /// Path prefix, matched at a segment boundary ("/api/v1/events" matches
+    /// "/api/v1/events" and "/api/v1/events/x", not "/api/v1/eventsx").
+    pub prefix: String,
+    /// Base URL, http only; the request's path and query are appended unchanged.
+    pub upstream: String,
+    #[serde(default = "project_keys_only")]
+    pub key_types: Vec<String>,
+    #[serde(default = "default_upstream_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn project_keys_only() -> Vec<String> {
+    vec!["project".to_owned()]
+}
+
+fn default_upstream_timeout_ms() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerSettings {
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// When set, `/metrics` is served only on this address, not on `listen`.
     #[serde(default, deserialize_with = "optional_address")]
@@ -100,7 +149,30 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
+    #[serde(deserialize_with = "log_format")]
     pub format: LogFormat,
+}
+
+// serde's own errors for these two don't carry the key; these name the setting.
+fn listen_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    raw.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "server.listen: {raw:?} is not an address like 127.0.0.1:8080"
+        ))
+    })
+}
+
+fn log_format<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<LogFormat, D::Error> {
+    match String::deserialize(deserializer)?.as_str() {
+        "human" => Ok(LogFormat::Human),
+        "json" => Ok(LogFormat::Json),
+        other => Err(serde::de::Error::custom(format!(
+            "log.format: {other:?} is not \"human\" or \"json\""
+        ))),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +247,57 @@ impl Settings {
                 "flush_interval_ms and max_pending must be at least 1",
             );
         }
+        let limits = &self.rate_limit;
+        if !is_positive_rate(limits.requests_per_second, limits.burst) {
+            return invalid(
+                "rate_limit.requests_per_second",
+                "rate and burst must be positive",
+            );
+        }
+        if !is_positive_rate(limits.failed_auth_per_second, limits.failed_auth_burst) {
+            return invalid(
+                "rate_limit.failed_auth_per_second",
+                "rate and burst must be positive",
+            );
+        }
+        if limits
+            .overrides
+            .iter()
+            .any(|o| !is_positive_rate(o.requests_per_second, o.burst))
+        {
+            return invalid(
+                "rate_limit.overrides",
+                "every override needs a positive requests_per_second and burst",
+            );
+        }
+        for route in &self.gateway.routes {
+            if !route.prefix.starts_with('/')
+                || route.prefix.len() < 2
+                || route.prefix.ends_with('/')
+            {
+                return invalid(
+                    "gateway.routes.prefix",
+                    "must start with / and not end with / (e.g. \"/api/v1/events\")",
+                );
+            }
+            if !route.upstream.starts_with("http://") {
+                return invalid("gateway.routes.upstream", "must be an http:// URL");
+            }
+            if route.key_types.is_empty()
+                || route
+                    .key_types
+                    .iter()
+                    .any(|t| crate::domain::KeyType::from_name(t).is_none())
+            {
+                return invalid(
+                    "gateway.routes.key_types",
+                    "must list \"project\" and/or \"master\"",
+                );
+            }
+            if route.timeout_ms == 0 {
+                return invalid("gateway.routes.timeout_ms", "must be at least 1");
+            }
+        }
         if self.listener.reconnect_min_ms == 0
             || self.listener.reconnect_max_ms < self.listener.reconnect_min_ms
         {
@@ -190,6 +313,11 @@ impl Settings {
     pub fn admin_token(&self) -> Option<&str> {
         Some(self.admin.token.expose_secret()).filter(|token| !token.is_empty())
     }
+}
+
+/// A token bucket needs a finite positive refill rate and room for at least one token.
+fn is_positive_rate(per_second: f64, burst: u32) -> bool {
+    per_second.is_finite() && per_second > 0.0 && burst > 0
 }
 
 /// An empty string means "not set", so the setting can be cleared from the environment.

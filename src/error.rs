@@ -79,6 +79,8 @@ pub struct ApiError {
     code: ErrorCode,
     message: Cow<'static, str>,
     details: Vec<FieldError>,
+    /// Extra response headers (Retry-After, RateLimit-*).
+    headers: Vec<(header::HeaderName, header::HeaderValue)>,
     cause: Option<anyhow::Error>,
 }
 
@@ -88,6 +90,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: Vec::new(),
+            headers: Vec::new(),
             cause: None,
         }
     }
@@ -101,6 +104,14 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
         ApiError::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn with_headers(
+        mut self,
+        headers: impl IntoIterator<Item = (header::HeaderName, header::HeaderValue)>,
+    ) -> Self {
+        self.headers.extend(headers);
+        self
     }
 
     pub fn with_cause(mut self, cause: impl Into<anyhow::Error>) -> Self {
@@ -157,6 +168,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         if self.code == ErrorCode::Unauthorized || self.code == ErrorCode::InvalidApiKey {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        for (name, value) in &self.headers {
+            response.insert_header((name.clone(), value.clone()));
         }
         response.json(Envelope {
             error: Body {

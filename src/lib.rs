@@ -6,6 +6,7 @@ pub mod cli;
 pub mod configuration;
 pub mod domain;
 pub mod error;
+pub mod gateway;
 pub mod invalidation;
 pub mod metrics;
 pub mod request_id;

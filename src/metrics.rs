@@ -37,6 +37,8 @@ pub struct Metrics {
     pub keys_revoked: IntCounter,
     pub org_actors: IntGauge,
     pub last_used_flush_duration: Histogram,
+    pub rate_limited: IntCounterVec,
+    pub gateway_upstream_errors: IntCounterVec,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
@@ -139,6 +141,16 @@ impl Metrics {
             last_used_flush_duration: histogram(
                 "logstitch_last_used_flush_duration_seconds",
                 "Time to write one batch of lastUsedAt updates",
+            ),
+            rate_limited: counter_vec(
+                "logstitch_rate_limited_total",
+                "Requests refused with 429, by kind: key (per-key limit), ip (failed auths)",
+                &["kind"],
+            ),
+            gateway_upstream_errors: counter_vec(
+                "logstitch_gateway_upstream_errors_total",
+                "Forwarded requests that failed upstream, by route prefix and kind (unavailable, timeout)",
+                &["route", "kind"],
             ),
             registry,
         }

@@ -16,6 +16,7 @@ use crate::actors::OrgActors;
 use crate::auth::cache_settings;
 use crate::auth::{AuthCache, LastUsedRecorder};
 use crate::configuration::Settings;
+use crate::gateway::{self, FailedAuthThrottle, KeyRateLimits};
 use crate::invalidation::{InvalidationListener, ListenerStatus};
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 use crate::request_id::{assign_request_id, RequestId};
@@ -31,6 +32,8 @@ pub struct AppState {
     pub last_used: Arc<LastUsedRecorder>,
     pub metrics: Arc<Metrics>,
     pub listener: ListenerStatus,
+    pub key_rate_limits: KeyRateLimits,
+    pub failed_auth: FailedAuthThrottle,
     pub instance_id: String,
 }
 
@@ -104,6 +107,8 @@ impl Application {
             last_used,
             metrics,
             listener: listener_status,
+            key_rate_limits: KeyRateLimits::new(&settings.rate_limit),
+            failed_auth: FailedAuthThrottle::new(&settings.rate_limit),
             instance_id,
         });
 
@@ -114,12 +119,15 @@ impl Application {
             metrics: settings.server.metrics_listen.is_none(),
         };
         let max_body = settings.server.max_body_bytes;
+        let gateway_routes = settings.gateway.routes.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(server_state.clone())
                 .app_data(routes::json_config(max_body))
+                .app_data(web::Data::new(gateway::Upstreams::new()))
                 .wrap(from_fn(observe))
                 .wrap(from_fn(assign_request_id))
+                .configure(|cfg| gateway::configure(cfg, &gateway_routes))
                 .configure(|cfg| routes::configure(cfg, options))
                 .default_service(web::to(routes::not_found))
         })

@@ -18,6 +18,7 @@ use actix_web::{web, Error, FromRequest, HttpMessage, HttpRequest};
 use super::Identity;
 use crate::domain::{ApiKey, KeyHash, KeyType};
 use crate::error::{ApiError, ErrorCode};
+use crate::gateway::RateDecision;
 use crate::startup::AppState;
 use crate::store::StoreError;
 
@@ -28,6 +29,8 @@ pub enum AuthFailure {
     Malformed,
     Unknown,
     Revoked,
+    /// Too many failed authentications from this client IP; no lookup was made.
+    Throttled(RateDecision),
     Unavailable(Arc<StoreError>),
 }
 
@@ -37,8 +40,22 @@ impl AuthFailure {
             AuthFailure::Missing => "missing",
             AuthFailure::Malformed | AuthFailure::Unknown => "invalid",
             AuthFailure::Revoked => "revoked",
+            AuthFailure::Throttled(_) => "throttled",
             AuthFailure::Unavailable(_) => "unavailable",
         }
+    }
+}
+
+impl AuthFailure {
+    /// Failures that count against the client's IP (not outages, not throttling itself).
+    fn is_client_mistake(&self) -> bool {
+        matches!(
+            self,
+            AuthFailure::Missing
+                | AuthFailure::Malformed
+                | AuthFailure::Unknown
+                | AuthFailure::Revoked
+        )
     }
 }
 
@@ -58,6 +75,11 @@ impl From<AuthFailure> for ApiError {
             AuthFailure::Revoked => {
                 ApiError::new(ErrorCode::KeyRevoked, "API key has been revoked")
             }
+            AuthFailure::Throttled(decision) => ApiError::new(
+                ErrorCode::RateLimited,
+                "Too many failed authentications from this address; retry later",
+            )
+            .with_headers(decision.headers()),
             AuthFailure::Unavailable(cause) => ApiError::new(
                 ErrorCode::ServiceUnavailable,
                 "Authentication is temporarily unavailable; retry shortly",
@@ -80,7 +102,19 @@ pub async fn authenticate(
         .app_data::<web::Data<AppState>>()
         .expect("AppState is registered by the app factory")
         .clone();
-    let outcome = identify(req.headers().get(AUTHORIZATION), &state).await;
+    let ip = req.peer_addr().map(|addr| addr.ip());
+    let throttled = ip
+        .map(|ip| state.failed_auth.check(ip))
+        .filter(|decision| !decision.allowed);
+    let outcome = match throttled {
+        Some(decision) => Err(AuthFailure::Throttled(decision)),
+        None => identify(req.headers().get(AUTHORIZATION), &state).await,
+    };
+    if let (Some(ip), Err(failure)) = (ip, &outcome) {
+        if failure.is_client_mistake() {
+            state.failed_auth.record_failure(ip);
+        }
+    }
     req.extensions_mut().insert(AuthOutcome(outcome));
     next.call(req).await
 }
@@ -147,11 +181,20 @@ impl<P: Permission> FromRequest for Authenticated<P> {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authorize::<P>(req))
+        ready(authorize(req, P::allows).map(|identity| Authenticated {
+            identity,
+            permission: PhantomData,
+        }))
     }
 }
 
-fn authorize<P: Permission>(req: &HttpRequest) -> Result<Authenticated<P>, ApiError> {
+/// The request's identity, if its key resolved and `allows` admits the key type. Records the
+/// result in metrics and, on success, the use for lastUsedAt. Routes whose permission is only
+/// known at run time (gateway routes) call this directly.
+pub fn authorize(
+    req: &HttpRequest,
+    allows: impl Fn(KeyType) -> bool,
+) -> Result<Identity, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .expect("AppState is registered by the app factory");
@@ -166,7 +209,7 @@ fn authorize<P: Permission>(req: &HttpRequest) -> Result<Authenticated<P>, ApiEr
         })?;
     let result = match outcome.0 {
         Err(failure) => Err((failure.metric_label(), ApiError::from(failure))),
-        Ok(identity) if !P::allows(identity.key_type) => Err((
+        Ok(identity) if !allows(identity.key_type) => Err((
             "forbidden",
             ApiError::new(
                 ErrorCode::Forbidden,
@@ -182,10 +225,7 @@ fn authorize<P: Permission>(req: &HttpRequest) -> Result<Authenticated<P>, ApiEr
         Ok(identity) => {
             state.metrics.auth_requests.with_label_values(&["ok"]).inc();
             state.last_used.record(identity.key_id);
-            Ok(Authenticated {
-                identity,
-                permission: PhantomData,
-            })
+            Ok(identity)
         }
         Err((label, error)) => {
             state

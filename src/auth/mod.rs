@@ -11,7 +11,8 @@ mod last_used;
 
 pub use cache::{cache_settings, AuthCache, CacheSettings, InvalidationSource, KeyLookup};
 pub use extract::{
-    authenticate, AnyKey, AuthFailure, AuthOutcome, Authenticated, MasterOnly, Permission,
+    authenticate, authorize, AnyKey, AuthFailure, AuthOutcome, Authenticated, MasterOnly,
+    Permission,
 };
 pub use identity::Identity;
 pub use last_used::LastUsedRecorder;

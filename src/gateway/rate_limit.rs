@@ -1,0 +1,248 @@
+//! Token buckets in memory, per instance: one per key for forwarded traffic, one per client
+//! IP for failed authentications. Buckets idle for a while are evicted, so memory follows the
+//! set of active clients, not every client ever seen.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+
+use crate::auth::Identity;
+use crate::configuration::RateLimitSettings;
+use crate::domain::{KeyId, ProjectId};
+
+const IDLE_EVICTION: Duration = Duration::from_secs(600);
+const MAX_BUCKETS: u64 = 1_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// The outcome of taking (or peeking at) a token, with what the RateLimit headers report.
+#[derive(Debug, Clone, Copy)]
+pub struct RateDecision {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the bucket is full again.
+    pub reset_secs: u64,
+    /// Seconds until one token is available (0 when allowed).
+    pub retry_after_secs: u64,
+}
+
+impl RateDecision {
+    /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`, and `Retry-After` when refused.
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let mut headers = vec![
+            (
+                HeaderName::from_static("ratelimit-limit"),
+                self.limit.into(),
+            ),
+            (
+                HeaderName::from_static("ratelimit-remaining"),
+                self.remaining.into(),
+            ),
+            (
+                HeaderName::from_static("ratelimit-reset"),
+                self.reset_secs.into(),
+            ),
+        ];
+        if !self.allowed {
+            headers.push((RETRY_AFTER, self.retry_after_secs.into()));
+        }
+        headers
+    }
+}
+
+pub struct Buckets<K> {
+    buckets: moka::sync::Cache<K, Arc<Mutex<Bucket>>>,
+}
+
+impl<K: Hash + Eq + Send + Sync + Clone + 'static> Buckets<K> {
+    pub fn new() -> Self {
+        Buckets {
+            buckets: moka::sync::Cache::builder()
+                .max_capacity(MAX_BUCKETS)
+                .time_to_idle(IDLE_EVICTION)
+                .build(),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&self, key: &K, limit: Limit) -> RateDecision {
+        self.with_bucket(key, limit, true)
+    }
+
+    /// Reports whether a token is available without taking it.
+    pub fn peek(&self, key: &K, limit: Limit) -> RateDecision {
+        self.with_bucket(key, limit, false)
+    }
+
+    fn with_bucket(&self, key: &K, limit: Limit, take: bool) -> RateDecision {
+        let bucket = self.buckets.get_with_by_ref(key, || {
+            Arc::new(Mutex::new(Bucket {
+                tokens: f64::from(limit.burst),
+                updated: Instant::now(),
+            }))
+        });
+        let mut bucket = bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let capacity = f64::from(limit.burst);
+        let refilled = now.duration_since(bucket.updated).as_secs_f64() * limit.per_second;
+        bucket.tokens = (bucket.tokens + refilled).min(capacity);
+        bucket.updated = now;
+        let allowed = bucket.tokens >= 1.0;
+        if allowed && take {
+            bucket.tokens -= 1.0;
+        }
+        let missing_for_one = (1.0 - bucket.tokens).max(0.0);
+        RateDecision {
+            allowed,
+            limit: limit.burst,
+            remaining: bucket.tokens.floor() as u32,
+            reset_secs: ((capacity - bucket.tokens) / limit.per_second).ceil() as u64,
+            retry_after_secs: (missing_for_one / limit.per_second).ceil().max(1.0) as u64,
+        }
+    }
+}
+
+impl<K: Hash + Eq + Send + Sync + Clone + 'static> Default for Buckets<K> {
+    fn default() -> Self {
+        Buckets::new()
+    }
+}
+
+/// Per-key limits for forwarded traffic, with per-project overrides.
+pub struct KeyRateLimits {
+    buckets: Buckets<KeyId>,
+    default: Limit,
+    overrides: HashMap<ProjectId, Limit>,
+}
+
+impl KeyRateLimits {
+    pub fn new(settings: &RateLimitSettings) -> KeyRateLimits {
+        KeyRateLimits {
+            buckets: Buckets::new(),
+            default: Limit {
+                per_second: settings.requests_per_second,
+                burst: settings.burst,
+            },
+            overrides: settings
+                .overrides
+                .iter()
+                .map(|o| {
+                    let limit = Limit {
+                        per_second: o.requests_per_second,
+                        burst: o.burst,
+                    };
+                    (ProjectId::from_uuid(o.project_id), limit)
+                })
+                .collect(),
+        }
+    }
+
+    pub fn take(&self, identity: &Identity) -> RateDecision {
+        let limit = identity
+            .project_id
+            .and_then(|project| self.overrides.get(&project))
+            .copied()
+            .unwrap_or(self.default);
+        self.buckets.take(&identity.key_id, limit)
+    }
+}
+
+/// Failed authentications per client IP.
+pub struct FailedAuthThrottle {
+    buckets: Buckets<IpAddr>,
+    limit: Limit,
+}
+
+impl FailedAuthThrottle {
+    pub fn new(settings: &RateLimitSettings) -> FailedAuthThrottle {
+        FailedAuthThrottle {
+            buckets: Buckets::new(),
+            limit: Limit {
+                per_second: settings.failed_auth_per_second,
+                burst: settings.failed_auth_burst,
+            },
+        }
+    }
+
+    /// Refused when this IP has used up its failures: checked before any lookup.
+    pub fn check(&self, ip: IpAddr) -> RateDecision {
+        self.buckets.peek(&ip, self.limit)
+    }
+
+    pub fn record_failure(&self, ip: IpAddr) {
+        self.buckets.take(&ip, self.limit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Limit = Limit {
+        per_second: 1.0,
+        burst: 3,
+    };
+
+    #[test]
+    fn allows_the_burst_then_refuses() {
+        let buckets = Buckets::new();
+        for remaining in [2, 1, 0] {
+            let decision = buckets.take(&"k", LIMIT);
+            assert!(decision.allowed);
+            assert_eq!(decision.remaining, remaining);
+        }
+        let refused = buckets.take(&"k", LIMIT);
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after_secs, 1);
+        assert!(refused
+            .headers()
+            .iter()
+            .any(|(name, _)| name == RETRY_AFTER));
+    }
+
+    #[test]
+    fn keys_are_independent() {
+        let buckets = Buckets::new();
+        for _ in 0..3 {
+            buckets.take(&"a", LIMIT);
+        }
+        assert!(!buckets.take(&"a", LIMIT).allowed);
+        assert!(buckets.take(&"b", LIMIT).allowed);
+    }
+
+    #[test]
+    fn peeking_takes_nothing() {
+        let buckets = Buckets::new();
+        for _ in 0..10 {
+            assert!(buckets.peek(&"k", LIMIT).allowed);
+        }
+        assert_eq!(buckets.take(&"k", LIMIT).remaining, 2);
+    }
+
+    #[test]
+    fn tokens_refill_over_time() {
+        let buckets = Buckets::new();
+        let fast = Limit {
+            per_second: 1000.0,
+            burst: 1,
+        };
+        assert!(buckets.take(&"k", fast).allowed);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(buckets.take(&"k", fast).allowed);
+    }
+}
