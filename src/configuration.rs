@@ -85,6 +85,10 @@ pub struct ServerSettings {
     pub metrics_listen: Option<SocketAddr>,
     pub workers: usize,
     pub max_body_bytes: usize,
+    pub client_request_timeout_ms: u64,
+    pub body_read_timeout_ms: u64,
+    pub keep_alive_secs: u64,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +113,7 @@ pub struct AuthSettings {
     pub cache_max_entries: u64,
     pub cache_ttl_secs: u64,
     pub negative_ttl_secs: u64,
+    pub stale_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -231,6 +236,15 @@ impl Settings {
         }
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes", "must be at least 1");
+        }
+        if self.server.client_request_timeout_ms == 0 || self.server.body_read_timeout_ms == 0 {
+            return invalid(
+                "server.client_request_timeout_ms",
+                "client_request_timeout_ms and body_read_timeout_ms must be at least 1",
+            );
+        }
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1");
         }
         if self.auth.cache_max_entries == 0 {
             return invalid("auth.cache_max_entries", "must be at least 1");

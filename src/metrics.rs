@@ -31,6 +31,7 @@ pub struct Metrics {
     pub auth_cache_hits: IntCounter,
     pub auth_cache_misses: IntCounter,
     pub auth_db_lookups: IntCounter,
+    pub auth_stale_served: IntCounter,
     pub cache_invalidations: IntCounterVec,
     pub invalidation_listener_up: IntGauge,
     pub keys_created: IntCounter,
@@ -122,6 +123,10 @@ impl Metrics {
             auth_db_lookups: counter(
                 "logstitch_auth_db_lookups_total",
                 "Key lookups sent to Postgres (coalesced misses count once)",
+            ),
+            auth_stale_served: counter(
+                "logstitch_auth_stale_served_total",
+                "Identities served from the cache during the opt-in stale grace (listener and Postgres down)",
             ),
             cache_invalidations: counter_vec(
                 "logstitch_cache_invalidations_total",

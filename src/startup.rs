@@ -119,11 +119,14 @@ impl Application {
             metrics: settings.server.metrics_listen.is_none(),
         };
         let max_body = settings.server.max_body_bytes;
+        let body_timeout =
+            routes::BodyReadTimeout(Duration::from_millis(settings.server.body_read_timeout_ms));
         let gateway_routes = settings.gateway.routes.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(server_state.clone())
                 .app_data(routes::json_config(max_body))
+                .app_data(body_timeout)
                 .app_data(web::Data::new(gateway::Upstreams::new()))
                 .wrap(from_fn(observe))
                 .wrap(from_fn(assign_request_id))
@@ -132,6 +135,11 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(10)
+        .client_request_timeout(Duration::from_millis(
+            settings.server.client_request_timeout_ms,
+        ))
+        .keep_alive(Duration::from_secs(settings.server.keep_alive_secs))
+        .max_connections(settings.server.max_connections)
         .listen(listener)?;
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);

@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -104,6 +104,9 @@ pub struct CacheSettings {
     pub max_entries: u64,
     pub ttl: Duration,
     pub unknown_ttl: Duration,
+    /// Zero: fail closed while the listener is down. Otherwise, when Postgres can't answer,
+    /// cached valid keys keep working for at most this long after the listener went down.
+    pub stale_grace: Duration,
 }
 
 pub fn cache_settings(auth: &crate::configuration::AuthSettings) -> CacheSettings {
@@ -111,6 +114,7 @@ pub fn cache_settings(auth: &crate::configuration::AuthSettings) -> CacheSetting
         max_entries: auth.cache_max_entries,
         ttl: Duration::from_secs(auth.cache_ttl_secs),
         unknown_ttl: Duration::from_secs(auth.negative_ttl_secs),
+        stale_grace: Duration::from_secs(auth.stale_grace_secs),
     }
 }
 
@@ -120,6 +124,9 @@ pub struct AuthCache {
     epoch: AtomicU64,
     flushed_at: AtomicU64,
     trusted: AtomicBool,
+    /// When the cache stopped being trusted; bounds the opt-in stale grace.
+    distrusted_at: Mutex<Option<Instant>>,
+    stale_grace: Duration,
     lookup: Arc<dyn KeyLookup>,
     metrics: Arc<Metrics>,
 }
@@ -144,6 +151,8 @@ impl AuthCache {
             epoch: AtomicU64::new(1),
             flushed_at: AtomicU64::new(0),
             trusted: AtomicBool::new(false),
+            distrusted_at: Mutex::new(None),
+            stale_grace: settings.stale_grace,
             lookup,
             metrics,
         }
@@ -153,7 +162,16 @@ impl AuthCache {
     pub async fn resolve(&self, hash: KeyHash) -> Result<Option<Identity>, Arc<StoreError>> {
         if !self.trusted.load(Ordering::Acquire) {
             self.metrics.auth_cache_misses.inc();
-            return Ok(self.load(hash).await?.identity);
+            return match self.load(hash).await {
+                Ok(entry) => Ok(entry.identity),
+                Err(error) => match self.within_stale_grace(&hash).await {
+                    Some(identity) => {
+                        self.metrics.auth_stale_served.inc();
+                        Ok(Some(identity))
+                    }
+                    None => Err(Arc::new(error)),
+                },
+            };
         }
         let mut stale = match self.entries.get(&hash).await {
             Some(entry) if self.is_fresh(&hash, &entry) => {
@@ -200,14 +218,39 @@ impl AuthCache {
     /// The listener lost its connection: notifications may be lost from now on.
     pub fn distrust(&self) {
         self.trusted.store(false, Ordering::Release);
-        self.flush();
+        self.lock_distrusted_at().get_or_insert_with(Instant::now);
+        if self.stale_grace.is_zero() {
+            self.flush();
+        }
     }
 
     /// The listener is listening again. Flushing *after* LISTEN is active closes the gap in
     /// which a revocation could have been missed.
     pub fn flush_and_trust(&self) {
         self.flush();
+        *self.lock_distrusted_at() = None;
         self.trusted.store(true, Ordering::Release);
+    }
+
+    fn lock_distrusted_at(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.distrusted_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The opt-in trade: a cached, valid, never-invalidated identity, while the listener has
+    /// been down for less than the grace.
+    async fn within_stale_grace(&self, hash: &KeyHash) -> Option<Identity> {
+        let down_since = (*self.lock_distrusted_at())?;
+        if self.stale_grace.is_zero() || down_since.elapsed() >= self.stale_grace {
+            return None;
+        }
+        let entry = self.entries.get(hash).await?;
+        let invalidated_since_load = self
+            .invalidated_at
+            .get(hash)
+            .is_some_and(|at| entry.loaded_at_epoch < at);
+        entry
+            .identity
+            .filter(|identity| !identity.revoked && !invalidated_since_load)
     }
 
     pub fn is_trusted(&self) -> bool {
@@ -253,7 +296,6 @@ impl AuthCache {
 mod tests {
     use super::*;
     use crate::domain::{KeyId, KeyType, OrgId};
-    use std::sync::Mutex;
     use tokio::sync::Notify;
 
     /// A lookup whose answer the test sets, and which can be held mid-query.
@@ -307,6 +349,7 @@ mod tests {
                 max_entries: 1000,
                 ttl: Duration::from_secs(60),
                 unknown_ttl: Duration::from_secs(60),
+                stale_grace: Duration::ZERO,
             },
             lookup,
             Arc::new(Metrics::new()),

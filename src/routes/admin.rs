@@ -5,10 +5,9 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
 use serde::Serialize;
-use serde_json::Value;
 use subtle::ConstantTimeEq;
 
-use super::body::Fields;
+use super::body::{Fields, JsonBody};
 use super::resource;
 use crate::domain::{DisplayName, OrgId, ProjectId};
 use crate::error::{ApiError, ErrorCode};
@@ -45,12 +44,12 @@ struct CreatedOrganization<'a> {
 
 async fn create_organization(
     req: HttpRequest,
-    body: web::Json<Value>,
+    body: JsonBody,
     state: web::Data<AppState>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     check_admin_token(&req, &state)?;
-    let mut fields = Fields::of(body.into_inner())?;
+    let mut fields = Fields::of(body.0)?;
     let name = fields.required("name", DisplayName::parse);
     fields.finish()?;
     let name = name.expect("finish() reports a missing name");

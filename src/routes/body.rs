@@ -1,8 +1,12 @@
 //! Request bodies: the JSON extractor's limits and error mapping (so even a malformed body
 //! answers in the envelope), and field readers that collect every problem into `details`.
 
+use std::time::Duration;
+
+use actix_web::dev::Payload;
 use actix_web::error::JsonPayloadError;
-use actix_web::web;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ErrorCode, FieldError};
@@ -31,6 +35,39 @@ fn json_error(error: JsonPayloadError, max_body_bytes: usize) -> ApiError {
         ),
         other => ApiError::validation("Request body could not be read", Vec::new())
             .with_cause(anyhow::anyhow!(other.to_string())),
+    }
+}
+
+/// How long a client may take to send its JSON body; registered as app data.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyReadTimeout(pub Duration);
+
+/// A JSON body read within [`BodyReadTimeout`], so a client trickling bytes can't hold a
+/// worker's attention forever. Errors are the JSON extractor's (see [`json_config`]).
+pub struct JsonBody(pub Value);
+
+impl FromRequest for JsonBody {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<JsonBody, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<BodyReadTimeout>()
+            .map_or(Duration::from_secs(10), |timeout| timeout.0);
+        let json = web::Json::<Value>::from_request(req, payload);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, json).await {
+                Ok(result) => result.map(|json| JsonBody(json.into_inner())),
+                Err(_) => Err(ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    format!(
+                        "The request body did not arrive within {} ms",
+                        limit.as_millis()
+                    ),
+                )
+                .into()),
+            }
+        })
     }
 }
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::body::Fields;
+use super::body::{Fields, JsonBody};
 use super::{resource, timestamp};
 use crate::actors::{CreateKey, RevokeKey};
 use crate::auth::{AnyKey, Authenticated, MasterOnly};
@@ -61,11 +61,11 @@ struct CreatedKeyResponse<'a> {
 
 async fn create_key(
     caller: Authenticated<MasterOnly>,
-    body: web::Json<Value>,
+    body: JsonBody,
     state: web::Data<AppState>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let request = CreateKeyRequest::parse(body.into_inner())?;
+    let request = CreateKeyRequest::parse(body.0)?;
     let org = caller.identity.organization_id;
     let created = state
         .org_actors

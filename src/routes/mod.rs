@@ -15,7 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse, Resource};
 use crate::auth::authenticate;
 use crate::error::{ApiError, ErrorCode};
 
-pub use body::json_config;
+pub use body::{json_config, BodyReadTimeout};
 pub use metrics::configure as configure_metrics;
 
 /// Which optional parts the public listener serves.

@@ -3,9 +3,8 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 
-use super::body::Fields;
+use super::body::{Fields, JsonBody};
 use super::{resource, timestamp};
 use crate::auth::{Authenticated, MasterOnly};
 use crate::domain::{DisplayName, ProjectId};
@@ -50,11 +49,11 @@ struct CreatedProject<'a> {
 
 async fn create_project(
     caller: Authenticated<MasterOnly>,
-    body: web::Json<Value>,
+    body: JsonBody,
     state: web::Data<AppState>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = Fields::of(body.into_inner())?;
+    let mut fields = Fields::of(body.0)?;
     let name = fields.required("name", DisplayName::parse);
     fields.finish()?;
     let name = name.expect("finish() reports a missing name");
