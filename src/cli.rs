@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::configuration::Settings;
 use crate::domain::{DisplayName, OrgId};
 use crate::startup::Application;
-use crate::store::{connect_pool, run_migrations, Store};
+use crate::store::{run_migrations, Store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -130,5 +130,5 @@ fn parse_name(raw: &str) -> anyhow::Result<DisplayName> {
 
 async fn migrated_store(settings: &Settings) -> anyhow::Result<Store> {
     run_migrations(&settings.database).await?;
-    Ok(Store::new(connect_pool(&settings.database)?))
+    Store::connect(&settings.database)
 }

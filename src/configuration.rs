@@ -142,6 +142,8 @@ pub struct LastUsedSettings {
 pub struct ListenerSettings {
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    pub heartbeat_ms: u64,
+    pub ack_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -311,6 +313,9 @@ impl Settings {
             if route.timeout_ms == 0 {
                 return invalid("gateway.routes.timeout_ms", "must be at least 1");
             }
+        }
+        if self.listener.heartbeat_ms == 0 {
+            return invalid("listener.heartbeat_ms", "must be at least 1");
         }
         if self.listener.reconnect_min_ms == 0
             || self.listener.reconnect_max_ms < self.listener.reconnect_min_ms

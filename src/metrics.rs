@@ -36,6 +36,7 @@ pub struct Metrics {
     pub invalidation_listener_up: IntGauge,
     pub keys_created: IntCounter,
     pub keys_revoked: IntCounter,
+    pub revocation_ack_timeouts: IntCounter,
     pub org_actors: IntGauge,
     pub last_used_flush_duration: Histogram,
     pub rate_limited: IntCounterVec,
@@ -139,6 +140,10 @@ impl Metrics {
             ),
             keys_created: counter("logstitch_keys_created_total", "Project keys created"),
             keys_revoked: counter("logstitch_keys_revoked_total", "Keys revoked"),
+            revocation_ack_timeouts: counter(
+                "logstitch_revocation_ack_timeouts_total",
+                "Revocations answered before every listening instance acknowledged (ack timeout)",
+            ),
             org_actors: gauge(
                 "logstitch_org_actors",
                 "Organization actors currently running",

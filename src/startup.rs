@@ -17,11 +17,11 @@ use crate::auth::cache_settings;
 use crate::auth::{AuthCache, LastUsedRecorder};
 use crate::configuration::Settings;
 use crate::gateway::{self, FailedAuthThrottle, KeyRateLimits};
-use crate::invalidation::{InvalidationListener, ListenerStatus};
+use crate::invalidation::{InvalidationListener, ListenerStatus, RevocationAcks};
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 use crate::request_id::{assign_request_id, RequestId};
 use crate::routes;
-use crate::store::{connect_pool, run_migrations, Store};
+use crate::store::{run_migrations, Store};
 
 /// What every handler can reach. Cheap to share: everything inside is a handle.
 pub struct AppState {
@@ -62,8 +62,8 @@ impl Application {
         run_migrations(&settings.database).await?;
         let settings = Arc::new(settings);
         let instance_id = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let pool = connect_pool(&settings.database)?;
-        let store = Store::new(pool.clone());
+        let store = Store::connect(&settings.database)?;
+        let pool = store.pool().clone();
         let metrics = Arc::new(Metrics::new());
         let auth_cache = Arc::new(AuthCache::new(
             cache_settings(&settings.auth),
@@ -73,13 +73,15 @@ impl Application {
         let last_used = Arc::new(LastUsedRecorder::new(settings.last_used.max_pending));
         metrics.watch(pool, auth_cache.clone(), last_used.clone());
         let listener_status = ListenerStatus::default();
+        let revocation_acks = Arc::new(RevocationAcks::default());
 
         let mut background = Vec::new();
         background.push(tokio::spawn(
             InvalidationListener {
                 settings: settings.clone(),
-                application_name: listener_application_name(&instance_id),
+                instance_id: instance_id.clone(),
                 cache: auth_cache.clone(),
+                acks: revocation_acks.clone(),
                 metrics: metrics.clone(),
                 status: listener_status.clone(),
             }
@@ -96,6 +98,7 @@ impl Application {
             arbiter.handle(),
             store.clone(),
             auth_cache.clone(),
+            revocation_acks,
             metrics.clone(),
             &settings,
         );
@@ -190,8 +193,16 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let results = futures_util::future::join_all(self.servers).await;
         let state = &self.state;
-        if let Err(error) = state.last_used.flush(&state.store, &state.metrics).await {
-            tracing::warn!(error = ?error, "final lastUsedAt flush failed");
+        // Most pooled connections were opened on the workers' threads, and their drivers
+        // stopped with those threads' runtimes: the final flush uses a pool of its own, whose
+        // connection lives on this runtime.
+        match Store::connect(&state.settings.database) {
+            Ok(store) => {
+                if let Err(error) = state.last_used.flush(&store, &state.metrics).await {
+                    tracing::warn!(error = ?error, "final lastUsedAt flush failed");
+                }
+            }
+            Err(error) => tracing::warn!(error = ?error, "final lastUsedAt flush: no pool"),
         }
         for task in &self.background {
             task.abort();
@@ -217,10 +228,7 @@ impl StopHandle {
     }
 }
 
-/// The listener's `application_name`, by which pg_stat_activity shows it.
-pub fn listener_application_name(instance_id: &str) -> String {
-    format!("logstitch-listener-{instance_id}")
-}
+pub use crate::invalidation::listener_application_name;
 
 /// Middleware: one metric sample and one log line per request. The route label is the
 /// matched pattern, never the raw path.

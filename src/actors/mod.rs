@@ -5,4 +5,4 @@ mod org;
 mod registry;
 
 pub use org::{CreateKey, CreatedKey, OrgActor, RevokeKey};
-pub use registry::{ActorUnavailable, OrgActors};
+pub use registry::{ActorUnavailable, Claim, Claimed, OrgActors};

@@ -6,13 +6,19 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use super::Claim;
 use crate::auth::{AuthCache, Identity, InvalidationSource};
 use crate::domain::{ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId};
+use crate::invalidation::RevocationAcks;
 use crate::metrics::Metrics;
-use crate::store::{CreateKeyError, KeyRecord, NewKey, RevokeError, RevokeOutcome, Store};
+use crate::store::{
+    CreateKeyError, KeyRecord, NewKey, RevokeError, RevokeOutcome, Store, StoreError,
+};
 
 pub struct OrgActor {
     pub(super) org: OrgId,
+    pub(super) acks: Arc<RevocationAcks>,
+    pub(super) ack_timeout: Duration,
     pub(super) store: Store,
     pub(super) cache: Arc<AuthCache>,
     pub(super) metrics: Arc<Metrics>,
@@ -47,6 +53,7 @@ impl Actor for OrgActor {
 pub struct CreateKey {
     pub project_id: ProjectId,
     pub name: DisplayName,
+    pub claim: Claim,
 }
 
 #[derive(Debug)]
@@ -61,6 +68,26 @@ pub struct CreatedKey {
 pub struct RevokeKey {
     pub key_id: KeyId,
     pub scope: Option<ProjectId>,
+    pub claim: Claim,
+}
+
+impl super::Claimed for CreateKey {
+    fn claim(&self) -> &Claim {
+        &self.claim
+    }
+}
+
+impl super::Claimed for RevokeKey {
+    fn claim(&self) -> &Claim {
+        &self.claim
+    }
+}
+
+/// The answer to a message whose requester gave up before it started: nobody reads it.
+fn abandoned() -> StoreError {
+    StoreError::Unavailable(anyhow::anyhow!(
+        "the requester gave up before the work started"
+    ))
 }
 
 impl Handler<CreateKey> for OrgActor {
@@ -69,6 +96,9 @@ impl Handler<CreateKey> for OrgActor {
 
     fn handle(&mut self, msg: CreateKey, _: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
+        if !msg.claim.start() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(abandoned().into()))));
+        }
         let (org, store, cache, metrics, max) = (
             self.org,
             self.store.clone(),
@@ -108,21 +138,37 @@ impl Handler<RevokeKey> for OrgActor {
 
     fn handle(&mut self, msg: RevokeKey, _: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
-        let (org, store, cache, metrics) = (
+        if !msg.claim.start() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(abandoned().into()))));
+        }
+        let (org, store, cache, metrics, acks, ack_timeout) = (
             self.org,
             self.store.clone(),
             self.cache.clone(),
             self.metrics.clone(),
+            self.acks.clone(),
+            self.ack_timeout,
         );
         AtomicResponse::new(Box::pin(
             async move {
-                let outcome = store.revoke_key(org, msg.scope, msg.key_id).await?;
-                // Before the DELETE answers, this instance already refuses the key.
+                let waiter = acks.expect(uuid::Uuid::new_v4());
+                let outcome = store
+                    .revoke_key(org, msg.scope, msg.key_id, waiter.id())
+                    .await?;
+                // Before the DELETE answers, this instance already refuses the key...
                 cache
                     .invalidate(outcome.hash, InvalidationSource::Local)
                     .await;
                 if !outcome.already_revoked {
                     metrics.keys_revoked.inc();
+                    // ...and so does every instance that was listening.
+                    if !waiter.wait_for(&outcome.listeners, ack_timeout).await {
+                        metrics.revocation_ack_timeouts.inc();
+                        tracing::warn!(
+                            listeners = outcome.listeners.len(),
+                            "not every instance acknowledged a revocation in time"
+                        );
+                    }
                 }
                 Ok(outcome)
             }

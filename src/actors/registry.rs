@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use crate::auth::AuthCache;
 use crate::configuration::Settings;
 use crate::domain::OrgId;
 use crate::error::{ApiError, ErrorCode};
+use crate::invalidation::RevocationAcks;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -36,12 +38,45 @@ impl From<ActorUnavailable> for ApiError {
     }
 }
 
+/// Who gets to decide a message's fate: the actor by starting it, or the requester by giving
+/// up first. Exactly one of them wins, so a request answered 503 never has its work done
+/// anyway, and a started one is always waited for.
+#[derive(Debug, Clone, Default)]
+pub struct Claim(Arc<AtomicU8>);
+
+const PENDING: u8 = 0;
+const STARTED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Claim {
+    /// The actor: true when it may do the work.
+    pub fn start(&self) -> bool {
+        self.0
+            .compare_exchange(PENDING, STARTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The requester: true when it gave up before the work started.
+    fn abandon(&self) -> bool {
+        self.0
+            .compare_exchange(PENDING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// Messages that carry a [`Claim`].
+pub trait Claimed {
+    fn claim(&self) -> &Claim;
+}
+
 pub struct OrgActors {
     shards: Vec<Mutex<HashMap<OrgId, Addr<OrgActor>>>>,
     hasher: RandomState,
     arbiter: ArbiterHandle,
     store: Store,
     cache: Arc<AuthCache>,
+    acks: Arc<RevocationAcks>,
+    ack_timeout: Duration,
     metrics: Arc<Metrics>,
     max_active_keys: i64,
     mailbox_capacity: usize,
@@ -54,6 +89,7 @@ impl OrgActors {
         arbiter: ArbiterHandle,
         store: Store,
         cache: Arc<AuthCache>,
+        acks: Arc<RevocationAcks>,
         metrics: Arc<Metrics>,
         settings: &Settings,
     ) -> OrgActors {
@@ -63,6 +99,8 @@ impl OrgActors {
             arbiter,
             store,
             cache,
+            acks,
+            ack_timeout: Duration::from_millis(settings.listener.ack_timeout_ms),
             metrics,
             max_active_keys: settings.keys.max_active_per_org,
             mailbox_capacity: settings.actors.mailbox_capacity,
@@ -72,11 +110,12 @@ impl OrgActors {
     }
 
     /// Sends `msg` to the organization's actor and waits for its answer. An actor that
-    /// stopped in between is replaced once; a mailbox that stays full past the ask timeout
-    /// is `ActorUnavailable`.
+    /// stopped in between is replaced once. A message not started within the ask timeout
+    /// (full mailbox, busy actor) is abandoned: `ActorUnavailable`, and it will never run. A
+    /// started one is waited for to the end, so the answer always tells what happened.
     pub async fn ask<M>(&self, org: OrgId, msg: M) -> Result<M::Result, ActorUnavailable>
     where
-        M: Message + Clone + Send + 'static,
+        M: Message + Claimed + Clone + Send + 'static,
         M::Result: Send,
         OrgActor: Handler<M>,
         <OrgActor as Actor>::Context: ToEnvelope<OrgActor, M>,
@@ -84,10 +123,16 @@ impl OrgActors {
         let mut retried = false;
         loop {
             let addr = self.actor_for(org);
-            match addr.send(msg.clone()).timeout(self.ask_timeout).await {
-                Ok(answer) => return Ok(answer),
-                Err(MailboxError::Closed) if !retried => retried = true,
-                Err(error) => return Err(ActorUnavailable(error)),
+            let mut request = std::pin::pin!(addr.send(msg.clone()));
+            match tokio::time::timeout(self.ask_timeout, request.as_mut()).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(MailboxError::Closed)) if !retried => retried = true,
+                Ok(Err(error)) => return Err(ActorUnavailable(error)),
+                Err(_) if msg.claim().abandon() => {
+                    return Err(ActorUnavailable(MailboxError::Timeout))
+                }
+                // Started: it finishes within the store's deadline; wait for its answer.
+                Err(_) => return request.await.map_err(ActorUnavailable),
             }
         }
     }
@@ -101,6 +146,8 @@ impl OrgActors {
         actors.retain(|_, addr| addr.connected());
         let actor = OrgActor {
             org,
+            acks: self.acks.clone(),
+            ack_timeout: self.ack_timeout,
             store: self.store.clone(),
             cache: self.cache.clone(),
             metrics: self.metrics.clone(),

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::body::{Fields, JsonBody};
 use super::{resource, timestamp};
-use crate::actors::{CreateKey, RevokeKey};
+use crate::actors::{Claim, CreateKey, RevokeKey};
 use crate::auth::{AnyKey, Authenticated, MasterOnly};
 use crate::domain::{DisplayName, KeyId, KeyType, ProjectId};
 use crate::error::{ApiError, ErrorCode, FieldError};
@@ -74,6 +74,7 @@ async fn create_key(
             CreateKey {
                 project_id: request.project_id,
                 name: request.name,
+                claim: Claim::default(),
             },
         )
         .await?
@@ -173,6 +174,7 @@ async fn revoke_key(
             RevokeKey {
                 key_id,
                 scope: identity.project_id,
+                claim: Claim::default(),
             },
         )
         .await?

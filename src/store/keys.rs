@@ -6,9 +6,7 @@ use uuid::Uuid;
 use super::{Store, StoreError};
 use crate::auth::Identity;
 use crate::domain::{ApiKey, DisplayName, KeyHash, KeyId, KeyType, OrgId, ProjectId};
-
-/// Postgres channel that carries revocations to every instance; payload: hex SHA-256 of the key.
-pub const REVOCATION_CHANNEL: &str = "logstitch_key_revoked";
+use crate::invalidation::{LISTENER_NAME_PREFIX, REVOCATION_CHANNEL};
 
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
@@ -52,11 +50,14 @@ pub enum RevokeError {
     Store(#[from] StoreError),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RevokeOutcome {
     pub hash: KeyHash,
     /// The key was revoked before this call; its first revokedAt stands.
     pub already_revoked: bool,
+    /// Instance ids of the listeners that were listening when the revocation was announced:
+    /// the instances whose acknowledgement the revoker waits for.
+    pub listeners: Vec<String>,
 }
 
 /// The advisory-lock id of an organization: its uuid folded to 64 bits. A collision only
@@ -72,41 +73,44 @@ impl Store {
         new: NewKey<'_>,
         max_active: i64,
     ) -> Result<KeyRecord, CreateKeyError> {
-        let mut client = self.pool.get().await.map_err(StoreError::from)?;
-        let tx = client.transaction().await.map_err(StoreError::from)?;
-        let org = new.organization_id.as_uuid();
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[&org_lock_id(new.organization_id)],
-        )
-        .await
-        .map_err(StoreError::from)?;
-        if let Some(project) = new.project_id {
-            let found = tx
-                .query_opt(
-                    "SELECT 1 FROM projects WHERE id = $1 AND organization_id = $2",
-                    &[&project.as_uuid(), &org],
-                )
-                .await
-                .map_err(StoreError::from)?;
-            if found.is_none() {
-                return Err(CreateKeyError::ProjectNotFound);
-            }
-        }
-        let active: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM api_keys WHERE organization_id = $1 AND revoked_at IS NULL",
-                &[&org],
+        self.within_deadline(async {
+            let mut client = self.pool.get().await.map_err(StoreError::from)?;
+            let tx = client.transaction().await.map_err(StoreError::from)?;
+            let org = new.organization_id.as_uuid();
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&org_lock_id(new.organization_id)],
             )
             .await
-            .map_err(StoreError::from)?
-            .get(0);
-        if active >= max_active {
-            return Err(CreateKeyError::LimitReached(max_active));
-        }
-        let record = insert_key(&tx, &new).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(record)
+            .map_err(StoreError::from)?;
+            if let Some(project) = new.project_id {
+                let found = tx
+                    .query_opt(
+                        "SELECT 1 FROM projects WHERE id = $1 AND organization_id = $2",
+                        &[&project.as_uuid(), &org],
+                    )
+                    .await
+                    .map_err(StoreError::from)?;
+                if found.is_none() {
+                    return Err(CreateKeyError::ProjectNotFound);
+                }
+            }
+            let active: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM api_keys WHERE organization_id = $1 AND revoked_at IS NULL",
+                    &[&org],
+                )
+                .await
+                .map_err(StoreError::from)?
+                .get(0);
+            if active >= max_active {
+                return Err(CreateKeyError::LimitReached(max_active));
+            }
+            let record = insert_key(&tx, &new).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok(record)
+        })
+        .await
     }
 
     /// Keys of an organization, or of one project of it, newest first.
@@ -115,21 +119,24 @@ impl Store {
         org: OrgId,
         project: Option<ProjectId>,
     ) -> Result<Vec<KeyRecord>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT id, organization_id, project_id, prefix, key_type, name,
-                        last_used_at, created_at, revoked_at
-                 FROM api_keys
-                 WHERE organization_id = $1 AND ($2::uuid IS NULL OR project_id = $2)
-                 ORDER BY created_at DESC, id DESC",
-            )
-            .await?;
-        let project = project.map(|p| p.as_uuid());
-        let rows = client
-            .query(&statement, &[&org.as_uuid(), &project])
-            .await?;
-        Ok(rows.iter().map(key_record).collect())
+        self.within_deadline(async {
+            let client = self.pool.get().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT id, organization_id, project_id, prefix, key_type, name,
+                            last_used_at, created_at, revoked_at
+                     FROM api_keys
+                     WHERE organization_id = $1 AND ($2::uuid IS NULL OR project_id = $2)
+                     ORDER BY created_at DESC, id DESC",
+                )
+                .await?;
+            let project = project.map(|p| p.as_uuid());
+            let rows = client
+                .query(&statement, &[&org.as_uuid(), &project])
+                .await?;
+            Ok(rows.iter().map(key_record).collect())
+        })
+        .await
     }
 
     /// Revokes a key in the caller's scope (`project` for project keys) and announces it on
@@ -139,70 +146,95 @@ impl Store {
         org: OrgId,
         project: Option<ProjectId>,
         key: KeyId,
+        revocation: Uuid,
     ) -> Result<RevokeOutcome, RevokeError> {
-        let mut client = self.pool.get().await.map_err(StoreError::from)?;
-        let tx = client.transaction().await.map_err(StoreError::from)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&org_lock_id(org)])
-            .await
-            .map_err(StoreError::from)?;
-        let row = tx
-            .query_opt(
-                "SELECT key_type, project_id, key_hash, revoked_at IS NOT NULL
-                 FROM api_keys WHERE id = $1 AND organization_id = $2 FOR UPDATE",
-                &[&key.as_uuid(), &org.as_uuid()],
-            )
-            .await
-            .map_err(StoreError::from)?
-            .ok_or(RevokeError::NotFound)?;
-        let key_project: Option<Uuid> = row.get(1);
-        if project.is_some() && key_project != project.map(|p| p.as_uuid()) {
-            return Err(RevokeError::NotFound);
-        }
-        if row.get::<_, &str>(0) == KeyType::Master.as_str() {
-            return Err(RevokeError::MasterKey);
-        }
-        let hash = KeyHash::from_bytes(row.get(2)).expect("key_hash is 32 bytes by constraint");
-        let already_revoked: bool = row.get(3);
-        if !already_revoked {
-            tx.execute(
-                "UPDATE api_keys SET revoked_at = now() WHERE id = $1",
-                &[&key.as_uuid()],
-            )
-            .await
-            .map_err(StoreError::from)?;
-            tx.execute(
-                "SELECT pg_notify($1, $2)",
-                &[&REVOCATION_CHANNEL, &hash.to_hex()],
-            )
-            .await
-            .map_err(StoreError::from)?;
-        }
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(RevokeOutcome {
-            hash,
-            already_revoked,
+        self.within_deadline(async {
+            let mut client = self.pool.get().await.map_err(StoreError::from)?;
+            let tx = client.transaction().await.map_err(StoreError::from)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&org_lock_id(org)])
+                .await
+                .map_err(StoreError::from)?;
+            let row = tx
+                .query_opt(
+                    "SELECT key_type, project_id, key_hash, revoked_at IS NOT NULL
+                     FROM api_keys WHERE id = $1 AND organization_id = $2 FOR UPDATE",
+                    &[&key.as_uuid(), &org.as_uuid()],
+                )
+                .await
+                .map_err(StoreError::from)?
+                .ok_or(RevokeError::NotFound)?;
+            let key_project: Option<Uuid> = row.get(1);
+            if project.is_some() && key_project != project.map(|p| p.as_uuid()) {
+                return Err(RevokeError::NotFound);
+            }
+            if row.get::<_, &str>(0) == KeyType::Master.as_str() {
+                return Err(RevokeError::MasterKey);
+            }
+            let hash = KeyHash::from_bytes(row.get(2)).expect("key_hash is 32 bytes by constraint");
+            let already_revoked: bool = row.get(3);
+            let mut listeners = Vec::new();
+            if !already_revoked {
+                tx.execute(
+                    "UPDATE api_keys SET revoked_at = now() WHERE id = $1",
+                    &[&key.as_uuid()],
+                )
+                .await
+                .map_err(StoreError::from)?;
+                // Listeners take their name only once LISTEN is active: each of these will
+                // hear the notice sent at commit.
+                listeners = tx
+                    .query(
+                        "SELECT substr(application_name, length($1) + 1) FROM pg_stat_activity
+                         WHERE datname = current_database() AND starts_with(application_name, $1)",
+                        &[&LISTENER_NAME_PREFIX],
+                    )
+                    .await
+                    .map_err(StoreError::from)?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                tx.execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[
+                        &REVOCATION_CHANNEL,
+                        &format!("{}:{revocation}", hash.to_hex()),
+                    ],
+                )
+                .await
+                .map_err(StoreError::from)?;
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok(RevokeOutcome {
+                hash,
+                already_revoked,
+                listeners,
+            })
         })
+        .await
     }
 
     /// The auth path's one query.
     pub async fn find_identity(&self, hash: &KeyHash) -> Result<Option<Identity>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT id, organization_id, project_id, key_type, revoked_at IS NOT NULL
-                 FROM api_keys WHERE key_hash = $1",
-            )
-            .await?;
-        let row = client
-            .query_opt(&statement, &[&hash.as_bytes().as_slice()])
-            .await?;
-        Ok(row.map(|row| Identity {
-            key_id: KeyId::from_uuid(row.get(0)),
-            organization_id: OrgId::from_uuid(row.get(1)),
-            project_id: row.get::<_, Option<Uuid>>(2).map(ProjectId::from_uuid),
-            key_type: KeyType::from_name(row.get(3)).unwrap_or(KeyType::Project),
-            revoked: row.get(4),
-        }))
+        self.within_deadline(async {
+            let client = self.pool.get().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT id, organization_id, project_id, key_type, revoked_at IS NOT NULL
+                     FROM api_keys WHERE key_hash = $1",
+                )
+                .await?;
+            let row = client
+                .query_opt(&statement, &[&hash.as_bytes().as_slice()])
+                .await?;
+            Ok(row.map(|row| Identity {
+                key_id: KeyId::from_uuid(row.get(0)),
+                organization_id: OrgId::from_uuid(row.get(1)),
+                project_id: row.get::<_, Option<Uuid>>(2).map(ProjectId::from_uuid),
+                key_type: KeyType::from_name(row.get(3)).unwrap_or(KeyType::Project),
+                revoked: row.get(4),
+            }))
+        })
+        .await
     }
 
     /// One statement for a whole batch; never moves a timestamp backwards.
@@ -211,16 +243,19 @@ impl Store {
         ids: &[Uuid],
         used_at: &[DateTime<Utc>],
     ) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "UPDATE api_keys SET last_used_at = batch.used_at
-                 FROM unnest($1::uuid[], $2::timestamptz[]) AS batch(id, used_at)
-                 WHERE api_keys.id = batch.id
-                   AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < batch.used_at)",
-            )
-            .await?;
-        Ok(client.execute(&statement, &[&ids, &used_at]).await?)
+        self.within_deadline(async {
+            let client = self.pool.get().await?;
+            let statement = client
+                .prepare_cached(
+                    "UPDATE api_keys SET last_used_at = batch.used_at
+                     FROM unnest($1::uuid[], $2::timestamptz[]) AS batch(id, used_at)
+                     WHERE api_keys.id = batch.id
+                       AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < batch.used_at)",
+                )
+                .await?;
+            Ok(client.execute(&statement, &[&ids, &used_at]).await?)
+        })
+        .await
     }
 }
 

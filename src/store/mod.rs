@@ -8,25 +8,56 @@ mod migrations;
 mod orgs;
 mod pool;
 
-pub use keys::{CreateKeyError, KeyRecord, NewKey, RevokeError, RevokeOutcome, REVOCATION_CHANNEL};
+pub use keys::{CreateKeyError, KeyRecord, NewKey, RevokeError, RevokeOutcome};
 pub use migrations::{migrations_applied, run_migrations};
 pub use orgs::{NewOrganization, OrganizationRecord, ProjectRecord};
 pub use pool::{connect_pool, postgres_config, StoreError};
 
+use std::future::Future;
+use std::time::Duration;
+
 use deadpool_postgres::Pool;
+
+use crate::configuration::DatabaseSettings;
 
 /// Every query goes through this handle; it is cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// No operation may take longer: a Postgres that stops answering (a partition, not a
+    /// refused connection) becomes `Unavailable` instead of a request that hangs.
+    deadline: Duration,
 }
 
 impl Store {
-    pub fn new(pool: Pool) -> Store {
-        Store { pool }
+    pub fn new(pool: Pool, deadline: Duration) -> Store {
+        Store { pool, deadline }
+    }
+
+    /// The pool and the deadline from settings: waiting for a connection, then the longest
+    /// statement Postgres allows, plus a second of slack.
+    pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<Store> {
+        let deadline = settings.pool_timeout()
+            + Duration::from_millis(settings.statement_timeout_ms)
+            + Duration::from_secs(1);
+        Ok(Store::new(connect_pool(settings)?, deadline))
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    async fn within_deadline<T, E: From<StoreError>>(
+        &self,
+        operation: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        match tokio::time::timeout(self.deadline, operation).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(anyhow::anyhow!(
+                "the database did not answer within {:?}",
+                self.deadline
+            ))
+            .into()),
+        }
     }
 }

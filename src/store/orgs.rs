@@ -37,55 +37,61 @@ impl Store {
         &self,
         name: &DisplayName,
     ) -> Result<NewOrganization, StoreError> {
-        let organization_id = OrgId::new();
-        let project_id = ProjectId::new();
-        let master_key = ApiKey::generate(KeyType::Master);
-        let master_name = DisplayName::parse(MASTER_KEY_NAME).expect("constant name is valid");
-        let default_project =
-            DisplayName::parse(DEFAULT_PROJECT_NAME).expect("constant name is valid");
+        self.within_deadline(async {
+            let organization_id = OrgId::new();
+            let project_id = ProjectId::new();
+            let master_key = ApiKey::generate(KeyType::Master);
+            let master_name = DisplayName::parse(MASTER_KEY_NAME).expect("constant name is valid");
+            let default_project =
+                DisplayName::parse(DEFAULT_PROJECT_NAME).expect("constant name is valid");
 
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.execute(
-            "INSERT INTO organizations (id, name) VALUES ($1, $2)",
-            &[&organization_id.as_uuid(), &name.as_str()],
-        )
-        .await?;
-        insert_project(&tx, organization_id, project_id, &default_project).await?;
-        insert_key(
-            &tx,
-            &NewKey {
-                id: KeyId::new(),
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.execute(
+                "INSERT INTO organizations (id, name) VALUES ($1, $2)",
+                &[&organization_id.as_uuid(), &name.as_str()],
+            )
+            .await?;
+            insert_project(&tx, organization_id, project_id, &default_project).await?;
+            insert_key(
+                &tx,
+                &NewKey {
+                    id: KeyId::new(),
+                    organization_id,
+                    project_id: None,
+                    name: &master_name,
+                    key: &master_key,
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(NewOrganization {
                 organization_id,
-                project_id: None,
-                name: &master_name,
-                key: &master_key,
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(NewOrganization {
-            organization_id,
-            project_id,
-            master_key,
+                project_id,
+                master_key,
+            })
         })
+        .await
     }
 
     pub async fn list_organizations(&self) -> Result<Vec<OrganizationRecord>, StoreError> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT id, name FROM organizations ORDER BY created_at, id",
-                &[],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|row| OrganizationRecord {
-                id: OrgId::from_uuid(row.get(0)),
-                name: row.get(1),
-            })
-            .collect())
+        self.within_deadline(async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT id, name FROM organizations ORDER BY created_at, id",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| OrganizationRecord {
+                    id: OrgId::from_uuid(row.get(0)),
+                    name: row.get(1),
+                })
+                .collect())
+        })
+        .await
     }
 
     /// None when the organization does not exist.
@@ -94,32 +100,38 @@ impl Store {
         org: OrgId,
         name: &DisplayName,
     ) -> Result<Option<ProjectRecord>, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let exists = tx
-            .query_opt(
-                "SELECT 1 FROM organizations WHERE id = $1",
-                &[&org.as_uuid()],
-            )
-            .await?;
-        if exists.is_none() {
-            return Ok(None);
-        }
-        let record = insert_project(&tx, org, ProjectId::new(), name).await?;
-        tx.commit().await?;
-        Ok(Some(record))
+        self.within_deadline(async {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            let exists = tx
+                .query_opt(
+                    "SELECT 1 FROM organizations WHERE id = $1",
+                    &[&org.as_uuid()],
+                )
+                .await?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+            let record = insert_project(&tx, org, ProjectId::new(), name).await?;
+            tx.commit().await?;
+            Ok(Some(record))
+        })
+        .await
     }
 
     pub async fn list_projects(&self, org: OrgId) -> Result<Vec<ProjectRecord>, StoreError> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT id, organization_id, name, created_at FROM projects
-                 WHERE organization_id = $1 ORDER BY created_at DESC, id DESC",
-                &[&org.as_uuid()],
-            )
-            .await?;
-        Ok(rows.iter().map(project_record).collect())
+        self.within_deadline(async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT id, organization_id, name, created_at FROM projects
+                     WHERE organization_id = $1 ORDER BY created_at DESC, id DESC",
+                    &[&org.as_uuid()],
+                )
+                .await?;
+            Ok(rows.iter().map(project_record).collect())
+        })
+        .await
     }
 }
 

@@ -72,7 +72,9 @@ pub fn connect_pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
         config,
         NoTls,
         ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+            // Verified: a connection that went dark while idle fails its check (within the
+            // recycle timeout) and is replaced, instead of being handed to a request.
+            recycling_method: RecyclingMethod::Verified,
         },
     );
     let timeout = Some(settings.pool_timeout());

@@ -6,11 +6,10 @@
 
 use std::sync::Arc;
 
-use actix_web::dev::ServerHandle;
 use actix_web::web;
 use awc::http::{header::HeaderMap, Method, StatusCode};
 use logstitch_gateway::configuration::Settings;
-use logstitch_gateway::startup::{AppState, Application};
+use logstitch_gateway::startup::{AppState, Application, StopHandle};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio_postgres::NoTls;
@@ -105,11 +104,13 @@ fn with_dbname(url: &str, dbname: &str) -> String {
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// Set when `server.metrics_listen` gave /metrics its own listener.
+    pub metrics_port: Option<u16>,
     pub db: Arc<TestDatabase>,
     pub state: web::Data<AppState>,
     pub admin_token: String,
     pub client: awc::Client,
-    server: ServerHandle,
+    server: StopHandle,
 }
 
 /// Settings for a test instance: its database, port 0, a random admin token.
@@ -138,12 +139,14 @@ pub async fn spawn_app_with(
         .await
         .expect("application builds");
     let port = application.port();
+    let metrics_port = application.metrics_port();
     let state = application.state();
     let server = application.server_handle();
     actix_rt::spawn(application.run_until_stopped());
     let app = TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
+        metrics_port,
         db,
         state,
         admin_token,
@@ -359,4 +362,286 @@ fn with_dbname_replaces_only_the_database() {
         "postgres://u:p@h/x?sslmode=disable"
     );
     assert_eq!(with_dbname("postgres://h", "x"), "postgres://h/x");
+}
+
+// ---- Multi-instance and hot-path helpers (appended for issue 3's tests). ----
+
+/// Polls `check` every 20 ms until it holds or `within` has passed; true when it held.
+pub async fn eventually<F, Fut>(within: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+impl TestApp {
+    /// The status `/readyz` answers now.
+    pub async fn readyz_status(&self) -> StatusCode {
+        self.request(Method::GET, "/readyz", None, None)
+            .await
+            .status
+    }
+}
+
+// ---- Shape assertions shared by the contract tests (keys, bad_input, routes, outage). ----
+
+/// The field names of a JSON object, sorted (panics when `value` is not an object).
+pub fn field_names(value: &Value) -> Vec<String> {
+    let mut names: Vec<String> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("expected a JSON object, got {value}"))
+        .keys()
+        .cloned()
+        .collect();
+    names.sort();
+    names
+}
+
+/// Asserts `value` is an object with exactly these fields, no more and no fewer.
+pub fn assert_exact_fields(value: &Value, expected: &[&str]) {
+    let mut expected: Vec<String> = expected.iter().map(|name| name.to_string()).collect();
+    expected.sort();
+    assert_eq!(field_names(value), expected, "fields of {value}");
+}
+
+/// `req_` followed by one or more ASCII letters or digits.
+pub fn is_request_id(candidate: &str) -> bool {
+    candidate.len() > 4
+        && candidate.starts_with("req_")
+        && candidate[4..].bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Asserts the reply carries a well-formed `request_id` in its JSON body and the same value
+/// in `X-Request-Id`; returns it.
+pub fn assert_request_id(reply: &Reply) -> String {
+    let in_body = reply.body["request_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no request_id in the body: {reply:?}"))
+        .to_owned();
+    assert!(is_request_id(&in_body), "request_id {in_body:?}: {reply:?}");
+    let in_header = reply
+        .headers
+        .get("x-request-id")
+        .unwrap_or_else(|| panic!("no X-Request-Id header: {reply:?}"))
+        .to_str()
+        .expect("X-Request-Id is ASCII");
+    assert_eq!(
+        in_header, in_body,
+        "X-Request-Id differs from the body's request_id"
+    );
+    in_body
+}
+
+/// Asserts the error envelope `{"error": {"code", "message", "details"?}, "request_id"}`
+/// with this status and code.
+pub fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(reply.status, status, "{reply:?}");
+    assert_exact_fields(&reply.body, &["error", "request_id"]);
+    let error = &reply.body["error"];
+    assert_eq!(error["code"], code, "{reply:?}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error.message must be a non-empty string: {reply:?}"
+    );
+    for name in field_names(error) {
+        assert!(
+            ["code", "message", "details"].contains(&name.as_str()),
+            "unexpected error field {name:?}: {reply:?}"
+        );
+    }
+    assert_request_id(reply);
+}
+
+/// Asserts a 400 validation_error whose `details` is a non-empty `[{field, message}]`;
+/// returns the fields named.
+pub fn assert_validation_error(reply: &Reply) -> Vec<String> {
+    assert_error(reply, StatusCode::BAD_REQUEST, "validation_error");
+    let details = reply.body["error"]["details"]
+        .as_array()
+        .unwrap_or_else(|| panic!("validation errors carry details: {reply:?}"));
+    assert!(!details.is_empty(), "details must not be empty: {reply:?}");
+    details
+        .iter()
+        .map(|detail| {
+            assert_exact_fields(detail, &["field", "message"]);
+            assert!(
+                detail["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "detail message must be a non-empty string: {detail}"
+            );
+            detail["field"]
+                .as_str()
+                .unwrap_or_else(|| panic!("detail field must be a string: {detail}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// RFC 3339 UTC with milliseconds: `2026-01-15T09:30:00.000Z`.
+pub fn is_api_timestamp(candidate: &str) -> bool {
+    let bytes = candidate.as_bytes();
+    const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:dd.dddZ";
+    bytes.len() == SHAPE.len()
+        && bytes.iter().zip(SHAPE).all(|(b, s)| match s {
+            b'd' => b.is_ascii_digit(),
+            other => b == other,
+        })
+        && chrono::DateTime::parse_from_rfc3339(candidate).is_ok()
+}
+
+/// A timestamp field as the API shows it (panics on any other form).
+pub fn api_timestamp(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("expected a timestamp string, got {value}"));
+    assert!(
+        is_api_timestamp(text),
+        "timestamp {text:?} is not RFC 3339 UTC with ms"
+    );
+    chrono::DateTime::parse_from_rfc3339(text)
+        .expect("valid RFC 3339")
+        .with_timezone(&chrono::Utc)
+}
+
+impl TestApp {
+    /// The items of `GET /api/v1/keys` as seen by `token` (asserts 200).
+    pub async fn key_items(&self, token: &str) -> Vec<Value> {
+        let listed = self.list_keys(token).await;
+        assert_eq!(listed.status, StatusCode::OK, "{listed:?}");
+        listed.body["keys"]
+            .as_array()
+            .unwrap_or_else(|| panic!("keys must be an array: {listed:?}"))
+            .clone()
+    }
+
+    /// One key of the list, by id (panics when absent).
+    pub async fn key_item(&self, token: &str, id: &str) -> Value {
+        self.key_items(token)
+            .await
+            .into_iter()
+            .find(|item| item["id"] == id)
+            .unwrap_or_else(|| panic!("key {id} is not in the list"))
+    }
+
+    /// Rows in organizations, projects and api_keys, and revoked keys: what a refused
+    /// request must leave unchanged.
+    pub async fn row_counts(&self) -> [i64; 4] {
+        let row = self
+            .db
+            .client()
+            .await
+            .query_one(
+                "SELECT (SELECT count(*) FROM organizations), (SELECT count(*) FROM projects),
+                        (SELECT count(*) FROM api_keys),
+                        (SELECT count(*) FROM api_keys WHERE revoked_at IS NOT NULL)",
+                &[],
+            )
+            .await
+            .expect("count rows");
+        [row.get(0), row.get(1), row.get(2), row.get(3)]
+    }
+}
+
+/// Reads a response sent some other way (a streamed body, a custom client) into a `Reply`.
+pub async fn read_whole<S>(response: awc::ClientResponse<S>) -> Reply
+where
+    S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    read_reply(response).await
+}
+
+/// An instance on a thread and actix system of its own, as a separate process would be: its
+/// background tasks (the invalidation listener, the lastUsedAt flusher) don't share the test's
+/// single-threaded runtime with the test's own clients. Stopped when dropped.
+pub struct IsolatedApp {
+    app: TestApp,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for IsolatedApp {
+    type Target = TestApp;
+
+    fn deref(&self) -> &TestApp {
+        &self.app
+    }
+}
+
+impl Drop for IsolatedApp {
+    fn drop(&mut self) {
+        // The instance's own thread stops its servers and finishes the shutdown.
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Like [`spawn_app_with`], but the instance runs on its own thread (see [`IsolatedApp`]).
+pub async fn spawn_isolated_app_with(
+    db: Arc<TestDatabase>,
+    customize: impl FnOnce(&mut Settings),
+) -> IsolatedApp {
+    let mut settings = test_settings(&db);
+    customize(&mut settings);
+    let admin_token = settings.admin.token.expose_secret().to_owned();
+    let (started, on_started) = tokio::sync::oneshot::channel();
+    let (stop, on_stop) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let application = Application::build(settings)
+                .await
+                .expect("application builds");
+            let server = application.server_handle();
+            let handles = (
+                application.port(),
+                application.metrics_port(),
+                application.state(),
+                server.clone(),
+            );
+            actix_rt::spawn(async move {
+                let _ = on_stop.await;
+                server.stop(false).await;
+            });
+            if started.send(handles).is_ok() {
+                let _ = application.run_until_stopped().await;
+            }
+        })
+    });
+    let (port, metrics_port, state, server) = on_started.await.expect("isolated instance started");
+    let app = TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        metrics_port,
+        db,
+        state,
+        admin_token,
+        client: awc::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .finish(),
+        server,
+    };
+    app.wait_until_ready().await;
+    IsolatedApp {
+        app,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+/// Two isolated instances on one fresh database, both adjusted by `customize`.
+pub async fn spawn_isolated_pair(customize: impl Fn(&mut Settings)) -> (IsolatedApp, IsolatedApp) {
+    let db = TestDatabase::create().await;
+    let a = spawn_isolated_app_with(db.clone(), &customize).await;
+    let b = spawn_isolated_app_with(db, &customize).await;
+    (a, b)
 }

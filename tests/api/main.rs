@@ -1,5 +1,15 @@
 //! Black-box integration tests: each starts the real server on a random port, on its own
 //! fresh database (dropped afterwards), and speaks HTTP to it.
 
+mod bad_input;
+mod cli;
+mod gateway;
 mod helpers;
+mod hot_path;
+mod keys;
+mod multi_instance;
+mod observability;
+mod outage;
+mod pg_proxy;
+mod routes;
 mod smoke;

@@ -1,0 +1,219 @@
+//! Metrics exposition and request logs, seen from outside.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use awc::http::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, spawn_app_with, TestDatabase};
+
+/// Every metric the operators' issue names; all must be present after real traffic.
+const EXPECTED_METRICS: &[&str] = &[
+    "logstitch_http_requests_total",
+    "logstitch_http_request_duration_seconds_bucket",
+    "logstitch_auth_requests_total",
+    "logstitch_auth_cache_hits_total",
+    "logstitch_auth_cache_misses_total",
+    "logstitch_auth_cache_entries",
+    "logstitch_auth_db_lookups_total",
+    "logstitch_cache_invalidations_total",
+    "logstitch_invalidation_listener_up",
+    "logstitch_keys_created_total",
+    "logstitch_keys_revoked_total",
+    "logstitch_org_actors",
+    "logstitch_db_pool_size",
+    "logstitch_db_pool_available",
+    "logstitch_db_pool_waiting",
+    "logstitch_last_used_flush_duration_seconds_bucket",
+    "logstitch_last_used_pending",
+    "logstitch_build_info",
+];
+
+#[actix_web::test]
+async fn metrics_name_every_series_after_traffic_with_bounded_route_labels() {
+    let app = spawn_app().await;
+    let org = app.create_org("Metrics").await;
+    let (id, key) = app.new_project_key(&org).await;
+    app.revoke_key(&org.master_key, &id).await;
+    app.verify(&key).await;
+    for n in 0..5 {
+        let path = format!("/no/such/route/{n}");
+        let reply = app.request(Method::GET, &path, None, None).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    }
+    // Let one lastUsedAt flush happen so its histogram has a sample.
+    actix_rt::time::sleep(Duration::from_millis(1300)).await;
+
+    let scrape = app.request(Method::GET, "/metrics", None, None).await;
+    assert_eq!(scrape.status, StatusCode::OK);
+    for name in EXPECTED_METRICS {
+        assert!(
+            scrape.text.lines().any(|line| line.starts_with(name)),
+            "{name} missing from /metrics"
+        );
+    }
+    assert!(scrape.text.contains(r#"route="/api/v1/keys/{id}""#));
+    assert!(scrape.text.contains(r#"route="unmatched""#));
+    assert!(
+        !scrape.text.contains("/no/such/route"),
+        "raw paths leak into labels"
+    );
+    assert!(
+        app.metric(r#"logstitch_auth_requests_total{result="revoked"}"#)
+            .await
+            >= 1.0
+    );
+    assert_eq!(app.metric("logstitch_invalidation_listener_up").await, 1.0);
+}
+
+#[actix_web::test]
+async fn metrics_can_have_their_own_listener() {
+    let db = TestDatabase::create().await;
+    let app = spawn_app_with(db, |settings| {
+        settings.server.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let public = app.request(Method::GET, "/metrics", None, None).await;
+    assert_eq!(public.status, StatusCode::NOT_FOUND);
+
+    let port = app.metrics_port.expect("a metrics port");
+    let mut response = app
+        .client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.body().await.unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("logstitch_build_info"));
+}
+
+/// The real binary, logging JSON at debug level: one line per request with the fields
+/// operators need, no plaintext key anywhere, and lastUsedAt flushed on SIGTERM.
+#[actix_web::test]
+async fn the_binary_logs_json_request_lines_without_keys_and_flushes_on_sigterm() {
+    let db = TestDatabase::create().await;
+    let admin_token = "observability-admin-token";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logstitch-gateway"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", &db.url)
+        .env("LOGSTITCH_ADMIN_TOKEN", admin_token)
+        .env("LOGSTITCH__LOG__FORMAT", "json")
+        .env("LOGSTITCH__SERVER__WORKERS", "1")
+        // Long enough that only the shutdown flush can write lastUsedAt.
+        .env("LOGSTITCH__LAST_USED__FLUSH_INTERVAL_MS", "600000")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the binary");
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let port = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server logs that it is serving");
+        let parsed: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        seen.push(line);
+        if parsed["message"] == "serving" {
+            break parsed["port"].as_u64().expect("port field") as u16;
+        }
+    };
+
+    let client = awc::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status() == StatusCode::OK {
+                ready = true;
+                break;
+            }
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "server never became ready");
+    let mut created = client
+        .post(format!("{base}/admin/v1/organizations"))
+        .insert_header(("Authorization", format!("Bearer {admin_token}")))
+        .send_json(&serde_json::json!({"name": "Logs"}))
+        .await
+        .unwrap();
+    let org: Value = created.json().await.unwrap();
+    let master_key = org["master_key"].as_str().unwrap().to_owned();
+    let mut key_reply = client
+        .post(format!("{base}/api/v1/keys"))
+        .insert_header(("Authorization", format!("Bearer {master_key}")))
+        .send_json(&serde_json::json!({
+            "project_id": org["project_id"], "type": "project", "name": "logged"
+        }))
+        .await
+        .unwrap();
+    let key_body: Value = key_reply.json().await.unwrap();
+    let project_key = key_body["key"].as_str().unwrap().to_owned();
+    let verified = client
+        .get(format!("{base}/api/v1/auth/verify"))
+        .insert_header(("Authorization", format!("Bearer {project_key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), StatusCode::OK);
+
+    let pid = child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().expect("the binary exits");
+    assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
+    reader.join().unwrap();
+    seen.extend(lines.try_iter());
+
+    let all = seen.join("\n");
+    for secret in [&master_key, &project_key, &admin_token.to_owned()] {
+        assert!(
+            !all.contains(secret.as_str()),
+            "a secret appears in the logs"
+        );
+        // Not even the random part without its type prefix.
+        assert!(
+            !all.contains(&secret[3..]),
+            "a secret's body appears in the logs"
+        );
+    }
+    let request_lines: Vec<Value> = seen
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["message"] == "request")
+        .collect();
+    let verify_line = request_lines
+        .iter()
+        .find(|line| line["route"] == "/api/v1/auth/verify")
+        .expect("a log line for the verify request");
+    assert!(verify_line["request_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("req_"));
+    assert_eq!(verify_line["status"], 200);
+    assert!(verify_line["latency_us"].is_u64());
+    assert_eq!(verify_line["organization_id"], org["organization_id"]);
+
+    let stored = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM api_keys WHERE key_type = 'project' AND last_used_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(stored, 1, "lastUsedAt was not flushed on shutdown");
+}
