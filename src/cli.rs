@@ -83,10 +83,15 @@ pub async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
         }
         Command::Migrate => run_migrations(&settings.database).await?,
         Command::Org { command } => {
+            // Bad input is refused before anything touches the database.
+            let name = match &command {
+                OrgCommand::Create { name } => Some(parse_name(name)?),
+                OrgCommand::List => None,
+            };
             let store = migrated_store(&settings).await?;
             match command {
-                OrgCommand::Create { name } => {
-                    let name = parse_name(&name)?;
+                OrgCommand::Create { .. } => {
+                    let name = name.expect("parsed above");
                     let created = store.create_organization(&name).await?;
                     println!(
                         "{}",

@@ -347,7 +347,11 @@ fn optional_address<'de, D: serde::Deserializer<'de>>(
     if raw.trim().is_empty() {
         return Ok(None);
     }
-    raw.parse().map(Some).map_err(serde::de::Error::custom)
+    raw.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "server.metrics_listen: {raw:?} is not an address like 127.0.0.1:9090"
+        ))
+    })
 }
 
 impl DatabaseSettings {

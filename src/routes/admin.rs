@@ -2,7 +2,10 @@
 //! Exists only when `admin.token` is set; authorized by that token, compared in constant time.
 
 use actix_web::http::header::AUTHORIZATION;
-use actix_web::{web, HttpRequest, HttpResponse};
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
@@ -16,6 +19,22 @@ use crate::startup::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/admin/v1/organizations").route(web::post().to(create_organization)));
+}
+
+/// A caller holding the admin token. First in the handler's arguments and ready at once, so
+/// a wrong token is refused 401 before the body is even looked at.
+struct AdminCaller;
+
+impl FromRequest for AdminCaller {
+    type Error = ApiError;
+    type Future = Ready<Result<AdminCaller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .expect("AppState is registered by the app factory");
+        ready(check_admin_token(req, state).map(|()| AdminCaller))
+    }
 }
 
 fn check_admin_token(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
@@ -43,12 +62,11 @@ struct CreatedOrganization<'a> {
 }
 
 async fn create_organization(
-    req: HttpRequest,
+    _: AdminCaller,
     body: JsonBody,
     state: web::Data<AppState>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    check_admin_token(&req, &state)?;
     let mut fields = Fields::of(body.0)?;
     let name = fields.required("name", DisplayName::parse);
     fields.finish()?;

@@ -437,3 +437,29 @@ async fn every_response_carries_a_request_id_in_body_and_header() {
         assert!(seen.insert(request_id), "{label}: request ids must differ");
     }
 }
+
+#[actix_web::test]
+async fn admin_checks_the_token_before_the_body() {
+    let app = spawn_app().await;
+    let not_json = b"not json".to_vec();
+    let plain: (&str, &[u8]) = ("Content-Type", b"text/plain");
+    let without_token = app
+        .raw(
+            Method::POST,
+            "/admin/v1/organizations",
+            &[plain],
+            not_json.clone(),
+        )
+        .await;
+    let wrong_token = app
+        .raw(
+            Method::POST,
+            "/admin/v1/organizations",
+            &[plain, ("Authorization", b"Bearer wrong-token")],
+            not_json,
+        )
+        .await;
+    for reply in [without_token, wrong_token] {
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+}
