@@ -5,12 +5,12 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-.PHONY: help run test fmt lint ci db db-stop
+.PHONY: help run test fmt lint ci db db-stop bench nginx-check dashboards load fuzz
 
 ## help: list the targets
 help:
 	@grep -E '^## ' $(MAKEFILE_LIST) | \
-		awk '{ i = index($$0, ": "); printf "  make %-8s %s\n", substr($$0, 4, i - 4), substr($$0, i + 2) }'
+		awk '{ i = index($$0, ": "); printf "  make %-11s %s\n", substr($$0, 4, i - 4), substr($$0, i + 2) }'
 
 ## run: build the gateway, migrate, create the Demo org, serve on $LISTEN (default 127.0.0.1:8080)
 run:
@@ -30,9 +30,29 @@ fmt:
 lint:
 	cargo clippy --all-targets -- -D warnings
 
-## ci: what CI runs: tests, formatting, clippy
+## ci: what CI runs: tests, dashboards check, load smoke, formatting, clippy
 ci:
 	bash .ci/run
+
+## dashboards: promtool checks of dashboards/ (rules, rule tests, every PromQL) + metric names vs a live scrape
+dashboards:
+	scripts/check-dashboards.sh
+
+## load: k6 smoke of load-tests/*.js (<1 min) against a release gateway on a fresh database
+load:
+	scripts/load.sh
+
+## bench: release build, fresh database, load tests + in-process benches; table in target/bench-summary.md
+bench:
+	scripts/bench.sh
+
+## nginx-check: real nginx (installed if missing) with auth_request against the gateway on 127.0.0.1
+nginx-check:
+	scripts/nginx-auth-check.sh
+
+## fuzz: schemathesis (~2 min) on a debug gateway, fresh database, master + project keys vs /openapi.json
+fuzz:
+	scripts/fuzz.sh
 
 ## db: make sure the database exists and print its URL
 db:

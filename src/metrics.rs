@@ -39,6 +39,9 @@ pub struct Metrics {
     pub revocation_ack_timeouts: IntCounter,
     pub org_actors: IntGauge,
     pub last_used_flush_duration: Histogram,
+    pub last_used_flush_errors: IntCounter,
+    pub last_used_dropped: IntCounter,
+    pub listener_reconnects: IntCounter,
     pub rate_limited: IntCounterVec,
     pub gateway_upstream_errors: IntCounterVec,
 }
@@ -90,7 +93,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        Metrics {
+        let metrics = Metrics {
             http_requests: counter_vec(
                 "logstitch_http_requests_total",
                 "HTTP requests by method, matched route pattern and status",
@@ -152,6 +155,18 @@ impl Metrics {
                 "logstitch_last_used_flush_duration_seconds",
                 "Time to write one batch of lastUsedAt updates",
             ),
+            last_used_flush_errors: counter(
+                "logstitch_last_used_flush_errors_total",
+                "lastUsedAt flushes that failed (the batch is kept for the next one)",
+            ),
+            last_used_dropped: counter(
+                "logstitch_last_used_dropped_total",
+                "Key uses not recorded because last_used.max_pending keys were already waiting",
+            ),
+            listener_reconnects: counter(
+                "logstitch_invalidation_listener_reconnects_total",
+                "Times the invalidation listener lost its connection and reconnected",
+            ),
             rate_limited: counter_vec(
                 "logstitch_rate_limited_total",
                 "Requests refused with 429, by kind: key (per-key limit), ip (failed auths)",
@@ -163,7 +178,26 @@ impl Metrics {
                 &["route", "kind"],
             ),
             registry,
+        };
+        // Known label values start at 0, so dashboards show 0 rather than "no data".
+        for result in [
+            "ok",
+            "missing",
+            "invalid",
+            "revoked",
+            "forbidden",
+            "throttled",
+            "unavailable",
+        ] {
+            metrics.auth_requests.with_label_values(&[result]);
         }
+        for source in ["local", "notify", "flush"] {
+            metrics.cache_invalidations.with_label_values(&[source]);
+        }
+        for kind in ["key", "ip"] {
+            metrics.rate_limited.with_label_values(&[kind]);
+        }
+        metrics
     }
 
     /// Adds the gauges read at scrape time from live state.
@@ -195,6 +229,7 @@ struct LiveState {
     cache: Arc<AuthCache>,
     last_used: Arc<LastUsedRecorder>,
     pool_size: IntGauge,
+    pool_max_size: IntGauge,
     pool_available: IntGauge,
     pool_waiting: IntGauge,
     cache_entries: IntGauge,
@@ -209,6 +244,10 @@ impl LiveState {
             cache,
             last_used,
             pool_size: gauge("logstitch_db_pool_size", "Connections open in the pool"),
+            pool_max_size: gauge(
+                "logstitch_db_pool_max_size",
+                "Connections the pool may open (database.pool_max_size)",
+            ),
             pool_available: gauge(
                 "logstitch_db_pool_available",
                 "Idle connections ready in the pool",
@@ -228,9 +267,10 @@ impl LiveState {
         }
     }
 
-    fn gauges(&self) -> [&IntGauge; 5] {
+    fn gauges(&self) -> [&IntGauge; 6] {
         [
             &self.pool_size,
+            &self.pool_max_size,
             &self.pool_available,
             &self.pool_waiting,
             &self.cache_entries,
@@ -247,6 +287,7 @@ impl Collector for LiveState {
     fn collect(&self) -> Vec<MetricFamily> {
         let status = self.pool.status();
         self.pool_size.set(status.size as i64);
+        self.pool_max_size.set(status.max_size as i64);
         self.pool_available.set(status.available as i64);
         self.pool_waiting.set(status.waiting as i64);
         self.cache_entries.set(self.cache.entry_count() as i64);

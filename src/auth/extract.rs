@@ -107,7 +107,10 @@ pub async fn authenticate(
         .map(|ip| state.failed_auth.check(ip))
         .filter(|decision| !decision.allowed);
     let outcome = match throttled {
-        Some(decision) => Err(AuthFailure::Throttled(decision)),
+        Some(decision) => {
+            state.metrics.rate_limited.with_label_values(&["ip"]).inc();
+            Err(AuthFailure::Throttled(decision))
+        }
         None => identify(req.headers().get(AUTHORIZATION), &state).await,
     };
     if let (Some(ip), Err(failure)) = (ip, &outcome) {
@@ -224,7 +227,9 @@ pub fn authorize(
     match result {
         Ok(identity) => {
             state.metrics.auth_requests.with_label_values(&["ok"]).inc();
-            state.last_used.record(identity.key_id);
+            if !state.last_used.record(identity.key_id) {
+                state.metrics.last_used_dropped.inc();
+            }
             Ok(identity)
         }
         Err((label, error)) => {

@@ -30,19 +30,21 @@ impl LastUsedRecorder {
     }
 
     /// Called on every authenticated request: one short lock, no I/O.
-    pub fn record(&self, key: KeyId) {
+    /// Returns false when the use was dropped because the buffer is full.
+    pub fn record(&self, key: KeyId) -> bool {
         let now = Utc::now();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.len() >= self.max_pending && !pending.contains_key(&key) {
             // Over the bound: this use is dropped (lastUsedAt lags one flush more), and the
             // flusher is woken to make room.
             self.full.notify_one();
-            return;
+            return false;
         }
         pending.insert(key, now);
         if pending.len() >= self.max_pending {
             self.full.notify_one();
         }
+        true
     }
 
     pub fn pending(&self) -> usize {
@@ -64,6 +66,7 @@ impl LastUsedRecorder {
             .last_used_flush_duration
             .observe(started.elapsed().as_secs_f64());
         if let Err(error) = result {
+            metrics.last_used_flush_errors.inc();
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             for (id, at) in batch {
                 if pending.len() >= self.max_pending {

@@ -65,6 +65,7 @@ impl InvalidationListener {
             let error = self.listen_until_dropped().await;
             self.status.set(false, &self.metrics);
             self.cache.distrust();
+            self.metrics.listener_reconnects.inc();
             tracing::warn!(error = %format!("{error:#}"), "invalidation listener down; cache bypassed until it is back");
             if started.elapsed() >= STABLE_AFTER {
                 backoff = min;
