@@ -33,6 +33,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the table's order (openapi.json's `ErrorCode` enum is checked against it).
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::ValidationError,
+        ErrorCode::Unauthorized,
+        ErrorCode::InvalidApiKey,
+        ErrorCode::KeyRevoked,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Conflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::RequestTimeout,
+        ErrorCode::RateLimited,
+        ErrorCode::InternalError,
+        ErrorCode::UpstreamUnavailable,
+        ErrorCode::ServiceUnavailable,
+        ErrorCode::UpstreamTimeout,
+    ];
+
     /// The table: stable machine-readable code and HTTP status, in one place.
     pub fn spec(self) -> (&'static str, StatusCode) {
         use ErrorCode::*;
@@ -204,6 +224,22 @@ mod tests {
             ErrorCode::ServiceUnavailable.as_str(),
             "service_unavailable"
         );
+    }
+
+    #[test]
+    fn all_lists_every_code_once() {
+        // `spec` matches exhaustively, so a new variant needs an arm there; count the arms.
+        let source = include_str!("error.rs");
+        let table = source
+            .split("pub fn spec(self)")
+            .nth(1)
+            .and_then(|rest| rest.split("pub fn as_str(self)").next())
+            .expect("spec() is in this file");
+        let arms = table.matches("=> (").count();
+        assert_eq!(ErrorCode::ALL.len(), arms, "ErrorCode::ALL misses a code");
+        let names: std::collections::HashSet<_> =
+            ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len(), "a code is listed twice");
     }
 
     #[test]

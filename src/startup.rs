@@ -131,6 +131,7 @@ impl Application {
                 .app_data(routes::json_config(max_body))
                 .app_data(body_timeout)
                 .app_data(web::Data::new(gateway::Upstreams::new()))
+                .wrap(from_fn(routes::envelope_bare_errors))
                 .wrap(from_fn(observe))
                 .wrap(from_fn(assign_request_id))
                 .configure(|cfg| gateway::configure(cfg, &gateway_routes))

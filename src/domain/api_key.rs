@@ -102,9 +102,10 @@ impl ApiKey {
         if candidate.len() != KEY_LEN {
             return Err(MalformedKey::Length);
         }
-        let key_type = match &candidate[..TYPE_TAG_CHARS] {
-            "mk_" => KeyType::Master,
-            "pk_" => KeyType::Project,
+        // Bytes, not `&str`: a multi-byte character across byte 3 must not panic the slicing.
+        let key_type = match &candidate.as_bytes()[..TYPE_TAG_CHARS] {
+            b"mk_" => KeyType::Master,
+            b"pk_" => KeyType::Project,
             _ => return Err(MalformedKey::TypeTag),
         };
         let body = &candidate.as_bytes()[TYPE_TAG_CHARS..];
@@ -176,7 +177,8 @@ impl KeyHash {
     }
 
     pub fn from_hex(hex: &str) -> Option<KeyHash> {
-        if hex.len() != 64 || !hex.is_ascii() {
+        // Digits only: `from_str_radix` alone would also take a sign ("+f").
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut bytes = [0u8; 32];

@@ -5,12 +5,16 @@ mod body;
 mod health;
 mod keys;
 mod metrics;
+mod openapi;
 mod projects;
 mod timestamp;
 mod verify;
 
-use actix_web::middleware::from_fn;
-use actix_web::{web, HttpRequest, HttpResponse, Resource};
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, Error, HttpResponse, Resource, ResponseError};
 
 use crate::auth::authenticate;
 use crate::error::{ApiError, ErrorCode};
@@ -29,6 +33,7 @@ pub struct RouteOptions {
 
 pub fn configure(cfg: &mut web::ServiceConfig, options: RouteOptions) {
     health::configure(cfg);
+    openapi::configure(cfg);
     if options.metrics {
         metrics::configure(cfg);
     }
@@ -44,16 +49,40 @@ pub fn configure(cfg: &mut web::ServiceConfig, options: RouteOptions) {
     );
 }
 
-/// A resource whose unsupported methods answer 405 in the error envelope.
+/// A resource. Its unsupported methods get actix's 405 with an `Allow` header, which
+/// [`envelope_bare_errors`] dresses in the error envelope.
 pub(crate) fn resource(path: &str) -> Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+    web::resource(path)
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
+/// Middleware: a 405 that the router made (no body, `Allow` listing the route's methods) gets
+/// the error envelope too, keeping its headers — so every answer has one.
+pub async fn envelope_bare_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let response = next.call(req).await?;
+    let bare = response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && matches!(
+            response.response().body().size(),
+            BodySize::None | BodySize::Sized(0)
+        );
+    if !bare {
+        return Ok(response.map_into_left_body());
+    }
+    let error = ApiError::new(
         ErrorCode::MethodNotAllowed,
-        format!("Method {} is not allowed on this route", req.method()),
-    ))
+        format!(
+            "Method {} is not allowed on this route",
+            response.request().method()
+        ),
+    );
+    let (request, bare) = response.into_parts();
+    let mut enveloped = error.error_response();
+    for (name, value) in bare.headers() {
+        enveloped.headers_mut().insert(name.clone(), value.clone());
+    }
+    Ok(ServiceResponse::new(request, enveloped).map_into_right_body())
 }
 
 /// Unknown routes.

@@ -1,0 +1,591 @@
+//! The checked-in OpenAPI description (`openapi.json`, served at `GET /openapi.json`) against
+//! the service: the same operations, the same error codes, and real responses that carry what
+//! it says they carry. Adding a route, a method or an error code without describing it fails
+//! here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use awc::http::{Method, StatusCode};
+use logstitch_gateway::error::ErrorCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::{assert_error, spawn_app, Reply, TestApp};
+
+/// Every operation the service serves with its default settings plus an admin token (as the
+/// tests run it), from the route modules in src/routes.
+const SERVED: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("POST", "/admin/v1/organizations"),
+    ("POST", "/api/v1/keys"),
+    ("GET", "/api/v1/keys"),
+    ("DELETE", "/api/v1/keys/{id}"),
+    ("GET", "/api/v1/auth/verify"),
+    ("POST", "/api/v1/projects"),
+    ("GET", "/api/v1/projects"),
+];
+
+/// The methods probed on every path: each one the description does not list must answer 405.
+const PROBED_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+fn served() -> BTreeSet<(String, String)> {
+    SERVED
+        .iter()
+        .map(|(method, path)| (method.to_string(), path.to_string()))
+        .collect()
+}
+
+/// The description as checked in (the binary serves this very file).
+fn description() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+    let text = std::fs::read_to_string(&path).expect("openapi.json at the repository root");
+    serde_json::from_str(&text).expect("openapi.json is JSON")
+}
+
+/// Its operations, as (METHOD, path template).
+fn described_operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut operations = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            if [
+                "get", "put", "post", "delete", "options", "head", "patch", "trace",
+            ]
+            .contains(&method.as_str())
+            {
+                operations.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    operations
+}
+
+/// A concrete path for a template: `{id}` becomes a random UUID.
+fn concrete(path: &str) -> String {
+    path.replace("{id}", &Uuid::new_v4().to_string())
+}
+
+/// Every path the route modules register, read from their source: each `resource("/…")` call,
+/// under `/api/v1` for the modules that src/routes/mod.rs configures inside that scope. The
+/// route modules register through `resource()` only (it gives unsupported methods their 405);
+/// another way of registering a route fails here until this reader (and the description)
+/// learns it.
+fn registered_paths() -> BTreeSet<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/routes");
+    let mod_rs = std::fs::read_to_string(dir.join("mod.rs")).expect("src/routes/mod.rs");
+    let (_, scope) = mod_rs
+        .split_once("web::scope(\"/api/v1\")")
+        .expect("mod.rs mounts the /api/v1 scope");
+    let scope = scope.split_once(");").map_or(scope, |(block, _)| block);
+    let scoped: BTreeSet<&str> = scope
+        .split(".configure(")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("::configure)").map(|(module, _)| module))
+        .collect();
+    assert!(!scoped.is_empty(), "no module configured under /api/v1");
+
+    let mut paths = BTreeSet::new();
+    let (mut scopes, mut raw_resources) = (0, 0);
+    for entry in std::fs::read_dir(&dir).expect("src/routes") {
+        let file = entry.expect("dir entry").path();
+        if file.extension().and_then(|e| e.to_str()) != Some("rs") {
+            continue;
+        }
+        let module = file.file_stem().unwrap().to_str().unwrap().to_owned();
+        let source = std::fs::read_to_string(&file).expect("route module");
+        scopes += source.matches("web::scope(").count();
+        raw_resources += source.matches("web::resource(").count();
+        assert!(
+            !source.contains(".route(\""),
+            "{module}.rs registers a route by path (cfg.route): use resource()"
+        );
+        let prefix = if scoped.contains(module.as_str()) {
+            "/api/v1"
+        } else {
+            ""
+        };
+        for rest in source.split("resource(\"").skip(1) {
+            let (path, _) = rest.split_once('"').expect("a closing quote");
+            paths.insert(format!("{prefix}{path}"));
+        }
+    }
+    assert_eq!(
+        scopes, 1,
+        "src/routes has a new web::scope: teach this test"
+    );
+    assert_eq!(
+        raw_resources, 1,
+        "src/routes calls web::resource outside mod.rs's resource(): use resource()"
+    );
+    paths
+}
+
+#[test]
+fn the_description_lists_exactly_the_served_operations() {
+    let doc = description();
+    let described = described_operations(&doc);
+    let expected = served();
+    assert_eq!(
+        described.difference(&expected).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "described in openapi.json but not served (or not in SERVED)"
+    );
+    assert_eq!(
+        expected.difference(&described).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "served but missing from openapi.json"
+    );
+    let served_paths: BTreeSet<String> = expected.into_iter().map(|(_, path)| path).collect();
+    assert_eq!(
+        registered_paths(),
+        served_paths,
+        "the route modules register these paths; SERVED and openapi.json must list them"
+    );
+}
+
+#[test]
+fn the_description_is_openapi_3_1() {
+    let doc = description();
+    let version = doc["openapi"].as_str().expect("openapi");
+    assert!(version.starts_with("3.1."), "openapi {version}");
+    for scheme in ["masterKey", "projectKey", "adminToken"] {
+        let scheme = &doc["components"]["securitySchemes"][scheme];
+        assert_eq!(scheme["type"], "http", "{scheme}");
+        assert_eq!(scheme["scheme"], "bearer", "{scheme}");
+    }
+}
+
+#[test]
+fn error_codes_are_exactly_the_error_code_table() {
+    let doc = description();
+    let described: BTreeSet<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .expect("ErrorCode enum")
+        .iter()
+        .map(|code| code.as_str().expect("a code is a string"))
+        .collect();
+    let table: BTreeSet<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+    assert_eq!(described, table);
+}
+
+/// Each error response narrows `error.code` to the codes of its status, per the ErrorCode
+/// table, and every operation's error responses use the envelope.
+#[test]
+fn error_responses_name_codes_of_their_status() {
+    let doc = description();
+    let status_of: BTreeMap<&str, u16> = ErrorCode::ALL
+        .iter()
+        .map(|code| (code.as_str(), code.spec().1.as_u16()))
+        .collect();
+    let mut checked = 0;
+    for (method, path) in described_operations(&doc) {
+        let responses = &doc["paths"][&path][method.to_lowercase()]["responses"];
+        for (status, response) in responses.as_object().expect("responses") {
+            let status: u16 = status.parse().expect("numeric status");
+            if status < 400 {
+                continue;
+            }
+            let response = resolve(&doc, response);
+            let schema = &response["content"]["application/json"]["schema"];
+            let parts = schema["allOf"].as_array().unwrap_or_else(|| {
+                panic!("{method} {path} {status}: the envelope, allOf [Error, codes]")
+            });
+            assert_eq!(parts[0]["$ref"], "#/components/schemas/Error");
+            let codes = parts[1]["properties"]["error"]["properties"]["code"]["enum"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{method} {path} {status}: no code enum"));
+            for code in codes {
+                let code = code.as_str().unwrap();
+                assert_eq!(
+                    status_of.get(code),
+                    Some(&status),
+                    "{method} {path}: {code} listed under {status}"
+                );
+            }
+            assert_eq!(
+                resolve(&doc, &response["headers"]["X-Request-Id"])["required"],
+                true,
+                "{method} {path} {status}: X-Request-Id"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "only {checked} error responses described");
+}
+
+#[actix_web::test]
+async fn served_description_and_routes_match_the_service() {
+    let app = spawn_app().await;
+
+    let served_doc = app.request(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(served_doc.status, StatusCode::OK, "{served_doc:?}");
+    assert_eq!(
+        served_doc.headers.get("content-type").unwrap(),
+        "application/json"
+    );
+    assert_eq!(
+        served_doc.body,
+        description(),
+        "the binary serves openapi.json"
+    );
+    let version = served_doc.body["openapi"].as_str().expect("openapi");
+    assert!(version.starts_with("3.1."), "openapi {version}");
+    conforms(&served_doc.body, "GET", "/openapi.json", &served_doc);
+
+    // Each described operation exists: without credentials it is refused or served, never
+    // answered as an unknown route or method. Every other method answers 405.
+    let described = described_operations(&served_doc.body);
+    let paths: BTreeSet<&String> = described.iter().map(|(_, path)| path).collect();
+    for path in paths {
+        for method in PROBED_METHODS {
+            let target = concrete(path);
+            let http_method = Method::from_bytes(method.as_bytes()).unwrap();
+            let reply = app.request(http_method, &target, None, None).await;
+            if described.contains(&(method.to_string(), path.clone())) {
+                assert_ne!(
+                    reply.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {target}"
+                );
+                assert!(
+                    reply.status != StatusCode::NOT_FOUND
+                        || reply.body["error"]["message"] != "No such route",
+                    "{method} {target} is described but not served: {reply:?}"
+                );
+                conforms(&served_doc.body, method, path, &reply);
+            } else {
+                assert_error(&reply, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+            }
+        }
+    }
+}
+
+/// Real responses of each kind carry every field and header the description requires, and
+/// no field it rules out.
+#[actix_web::test]
+async fn real_responses_have_the_described_shapes() {
+    let app = spawn_app().await;
+    let doc = description();
+    let org = app.create_org("Acme").await;
+
+    let created = app
+        .create_key(&org.master_key, &org.project_id, "Production API Key")
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    conforms(&doc, "POST", "/api/v1/keys", &created);
+    let project_key = created.body["key"].as_str().unwrap().to_owned();
+
+    let listed = app.list_keys(&org.master_key).await;
+    assert_eq!(listed.status, StatusCode::OK, "{listed:?}");
+    assert_eq!(listed.body["keys"].as_array().unwrap().len(), 2);
+    conforms(&doc, "GET", "/api/v1/keys", &listed);
+
+    let verified = app.verify(&project_key).await;
+    assert_eq!(verified.status, StatusCode::OK, "{verified:?}");
+    conforms(&doc, "GET", "/api/v1/auth/verify", &verified);
+    let verified_master = app.verify(&org.master_key).await;
+    conforms(&doc, "GET", "/api/v1/auth/verify", &verified_master);
+
+    let project = app
+        .request(
+            Method::POST,
+            "/api/v1/projects",
+            Some(&org.master_key),
+            Some(&json!({"name": "Mobile app"})),
+        )
+        .await;
+    assert_eq!(project.status, StatusCode::CREATED, "{project:?}");
+    conforms(&doc, "POST", "/api/v1/projects", &project);
+    let projects = app
+        .request(Method::GET, "/api/v1/projects", Some(&org.master_key), None)
+        .await;
+    assert_eq!(projects.status, StatusCode::OK, "{projects:?}");
+    conforms(&doc, "GET", "/api/v1/projects", &projects);
+
+    let key_id = verified.body["key_id"].as_str().unwrap();
+    let revoked = app.revoke_key(&org.master_key, key_id).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
+    conforms(&doc, "DELETE", "/api/v1/keys/{id}", &revoked);
+
+    let healthz = app.request(Method::GET, "/healthz", None, None).await;
+    conforms(&doc, "GET", "/healthz", &healthz);
+    let readyz = app.request(Method::GET, "/readyz", None, None).await;
+    conforms(&doc, "GET", "/readyz", &readyz);
+    let metrics = app.request(Method::GET, "/metrics", None, None).await;
+    conforms(&doc, "GET", "/metrics", &metrics);
+
+    // Errors.
+    let missing = list_keys_without_auth(&app).await;
+    assert_error(&missing, StatusCode::UNAUTHORIZED, "unauthorized");
+    conforms(&doc, "GET", "/api/v1/keys", &missing);
+    let revoked_key = app.list_keys(&project_key).await;
+    assert_error(&revoked_key, StatusCode::UNAUTHORIZED, "key_revoked");
+    conforms(&doc, "GET", "/api/v1/keys", &revoked_key);
+    let admin = app
+        .request(
+            Method::POST,
+            "/admin/v1/organizations",
+            Some("not-the-token"),
+            Some(&json!({"name": "x"})),
+        )
+        .await;
+    assert_error(&admin, StatusCode::UNAUTHORIZED, "unauthorized");
+    conforms(&doc, "POST", "/admin/v1/organizations", &admin);
+
+    let unknown = app
+        .revoke_key(&org.master_key, &Uuid::new_v4().to_string())
+        .await;
+    assert_error(&unknown, StatusCode::NOT_FOUND, "not_found");
+    conforms(&doc, "DELETE", "/api/v1/keys/{id}", &unknown);
+    let bad_id = app.revoke_key(&org.master_key, "not-a-uuid").await;
+    assert_error(&bad_id, StatusCode::BAD_REQUEST, "validation_error");
+    conforms(&doc, "DELETE", "/api/v1/keys/{id}", &bad_id);
+    let bad_body = app
+        .request(
+            Method::POST,
+            "/api/v1/keys",
+            Some(&org.master_key),
+            Some(&json!({"type": "master", "name": ""})),
+        )
+        .await;
+    assert_error(&bad_body, StatusCode::BAD_REQUEST, "validation_error");
+    conforms(&doc, "POST", "/api/v1/keys", &bad_body);
+
+    let (_, other_project_key) = app.new_project_key(&org).await;
+    let forbidden = app
+        .create_key(&other_project_key, &org.project_id, "nope")
+        .await;
+    assert_error(&forbidden, StatusCode::FORBIDDEN, "forbidden");
+    conforms(&doc, "POST", "/api/v1/keys", &forbidden);
+
+    let not_allowed = app
+        .request(Method::PUT, "/api/v1/keys", Some(&org.master_key), None)
+        .await;
+    assert_error(
+        &not_allowed,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    conforms(&doc, "GET", "/api/v1/keys", &not_allowed);
+
+    let not_json = app
+        .raw(
+            Method::POST,
+            "/api/v1/projects",
+            &[
+                (
+                    "Authorization",
+                    format!("Bearer {}", org.master_key).as_bytes(),
+                ),
+                ("Content-Type", b"text/plain"),
+            ],
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_error(
+        &not_json,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    conforms(&doc, "POST", "/api/v1/projects", &not_json);
+    let too_large = app
+        .raw(
+            Method::POST,
+            "/api/v1/projects",
+            &[
+                (
+                    "Authorization",
+                    format!("Bearer {}", org.master_key).as_bytes(),
+                ),
+                ("Content-Type", b"application/json"),
+            ],
+            format!("{{\"name\": \"{}\"}}", "x".repeat(70_000)).into_bytes(),
+        )
+        .await;
+    assert_error(
+        &too_large,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    conforms(&doc, "POST", "/api/v1/projects", &too_large);
+}
+
+/// The failed-authentication throttle's 429 is described on the /api/v1 routes, with its
+/// headers.
+#[actix_web::test]
+async fn the_failed_auth_throttle_answers_as_described() {
+    let db = crate::helpers::TestDatabase::create().await;
+    let app = crate::helpers::spawn_app_with(db, |settings| {
+        settings.rate_limit.failed_auth_burst = 2;
+        settings.rate_limit.failed_auth_per_second = 0.01;
+    })
+    .await;
+    let doc = description();
+    let mut last = None;
+    for _ in 0..4 {
+        last = Some(list_keys_without_auth(&app).await);
+    }
+    let throttled = last.unwrap();
+    assert_error(&throttled, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    conforms(&doc, "GET", "/api/v1/keys", &throttled);
+}
+
+async fn list_keys_without_auth(app: &TestApp) -> Reply {
+    app.request(Method::GET, "/api/v1/keys", None, None).await
+}
+
+/// A local `$ref` resolved (repeatedly); anything else as it is.
+fn resolve<'a>(doc: &'a Value, mut node: &'a Value) -> &'a Value {
+    while let Some(reference) = node.get("$ref").and_then(Value::as_str) {
+        let pointer = reference
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("only local references: {reference}"));
+        node = doc
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("dangling reference {reference}"));
+    }
+    node
+}
+
+/// Asserts `reply` is a response the description gives for `method path`: its status is
+/// listed, its required headers are present, its content type is the one listed, and its body
+/// has the described shape (see [`shape_problems`]).
+fn conforms(doc: &Value, method: &str, path: &str, reply: &Reply) {
+    let operation = &doc["paths"][path][method.to_lowercase()];
+    assert!(operation.is_object(), "{method} {path} is not described");
+    let status = reply.status.as_str();
+    let response = resolve(
+        doc,
+        operation["responses"]
+            .get(status)
+            .unwrap_or_else(|| panic!("{method} {path}: status {status} not described: {reply:?}")),
+    );
+    for (name, header) in response["headers"].as_object().into_iter().flatten() {
+        if resolve(doc, header)["required"] == true {
+            assert!(
+                reply.headers.contains_key(name.as_str()),
+                "{method} {path} {status}: no {name} header: {reply:?}"
+            );
+        }
+    }
+    let content = response["content"].as_object().expect("described content");
+    let content_type = reply
+        .headers
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let (media_type, media) = content
+        .iter()
+        .find(|(media_type, _)| content_type.starts_with(media_type.as_str()))
+        .unwrap_or_else(|| {
+            panic!("{method} {path} {status}: content type {content_type:?} not described")
+        });
+    if media_type == "application/json" {
+        let mut problems = Vec::new();
+        shape_problems(doc, &media["schema"], &reply.body, "$", &mut problems);
+        assert!(
+            problems.is_empty(),
+            "{method} {path} {status}: {problems:#?}\n{reply:?}"
+        );
+    }
+}
+
+/// The parts of JSON Schema the description uses for shapes: `$ref`, `allOf`, `type`,
+/// `required`, `properties`, `additionalProperties: false`, `items`, `enum`, `const`. Each
+/// problem is pushed with its JSON path.
+fn shape_problems(
+    doc: &Value,
+    schema: &Value,
+    value: &Value,
+    at: &str,
+    problems: &mut Vec<String>,
+) {
+    let schema = resolve(doc, schema);
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        shape_problems(doc, part, value, at, problems);
+    }
+    if let Some(types) = schema.get("type") {
+        let types: Vec<&str> = match types {
+            Value::String(one) => vec![one.as_str()],
+            Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let matches = |ty: &str| match ty {
+            "null" => value.is_null(),
+            "boolean" => value.is_boolean(),
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "number" => value.is_number(),
+            "integer" => value.is_i64() || value.is_u64(),
+            _ => false,
+        };
+        if !types.iter().any(|ty| matches(ty)) {
+            problems.push(format!("{at}: {value} is not of type {types:?}"));
+            return;
+        }
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(value) {
+            problems.push(format!("{at}: {value} is not one of {allowed:?}"));
+        }
+    }
+    if let Some(expected) = schema.get("const") {
+        if value != expected {
+            problems.push(format!("{at}: {value} is not {expected}"));
+        }
+    }
+    if let Some(object) = value.as_object() {
+        for name in schema["required"].as_array().into_iter().flatten() {
+            let name = name.as_str().unwrap();
+            if !object.contains_key(name) {
+                problems.push(format!("{at}: required field {name:?} is missing"));
+            }
+        }
+        let properties = schema["properties"].as_object();
+        for (name, field) in object {
+            match properties.and_then(|properties| properties.get(name)) {
+                Some(field_schema) => {
+                    shape_problems(doc, field_schema, field, &format!("{at}.{name}"), problems)
+                }
+                None if schema["additionalProperties"] == false => {
+                    problems.push(format!("{at}: field {name:?} is not described"))
+                }
+                None => {}
+            }
+        }
+    }
+    if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        for (index, item) in array.iter().enumerate() {
+            shape_problems(doc, items, item, &format!("{at}[{index}]"), problems);
+        }
+    }
+}
+
+#[test]
+fn the_shape_checker_finds_problems() {
+    let doc = description();
+    let schema = json!({"$ref": "#/components/schemas/KeyList"});
+    let good = json!({"keys": [{"id": "x", "prefix": "pk_abcd", "type": "project", "name": "n",
+        "lastUsedAt": null, "createdAt": "t", "revokedAt": null}], "request_id": "req_x"});
+    let mut problems = Vec::new();
+    shape_problems(&doc, &schema, &good, "$", &mut problems);
+    assert_eq!(problems, Vec::<String>::new());
+
+    let bad = json!({"keys": [{"id": "x", "prefix": "pk_abcd", "type": "other", "name": 1,
+        "createdAt": "t", "revokedAt": null, "extra": true}]});
+    shape_problems(&doc, &schema, &bad, "$", &mut problems);
+    let joined = problems.join("\n");
+    for expected in [
+        "$: required field \"request_id\"",
+        "$.keys[0]: required field \"lastUsedAt\"",
+        "$.keys[0]: field \"extra\" is not described",
+        "$.keys[0].type",
+        "$.keys[0].name",
+    ] {
+        assert!(joined.contains(expected), "{expected} not in {joined}");
+    }
+}
