@@ -21,6 +21,10 @@ use logstitch_gateway::domain::{KeyHash, KeyId, KeyType, OrgId, ProjectId};
 use logstitch_gateway::metrics::Metrics;
 use logstitch_gateway::store::StoreError;
 
+// The same allocator as the binary (src/main.rs), so the figure is the service's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Option<Identity>, StoreError>> + Send + 'a>>;
 
 /// Answers every hash with a fresh project-key identity, as Postgres would for a real key.

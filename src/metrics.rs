@@ -28,6 +28,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
     pub auth_requests: IntCounterVec,
+    /// `auth_requests{result="ok"}`, resolved once: the hot path skips the label lookup.
+    pub auth_ok: IntCounter,
     pub auth_cache_hits: IntCounter,
     pub auth_cache_misses: IntCounter,
     pub auth_db_lookups: IntCounter,
@@ -93,7 +95,14 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
+        let auth_requests = counter_vec(
+            "logstitch_auth_requests_total",
+            "Authentication results: ok, missing, invalid, revoked, forbidden, throttled, unavailable",
+            &["result"],
+        );
         let metrics = Metrics {
+            auth_ok: auth_requests.with_label_values(&["ok"]),
+            auth_requests,
             http_requests: counter_vec(
                 "logstitch_http_requests_total",
                 "HTTP requests by method, matched route pattern and status",
@@ -110,11 +119,6 @@ impl Metrics {
                     &["route"],
                 )
                 .expect("valid metric"),
-            ),
-            auth_requests: counter_vec(
-                "logstitch_auth_requests_total",
-                "Authentication results: ok, missing, invalid, revoked, forbidden, unavailable",
-                &["result"],
             ),
             auth_cache_hits: counter(
                 "logstitch_auth_cache_hits_total",

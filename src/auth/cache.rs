@@ -123,6 +123,9 @@ pub struct AuthCache {
     invalidated_at: moka::sync::Cache<KeyHash, u64>,
     epoch: AtomicU64,
     flushed_at: AtomicU64,
+    /// The epoch of the newest single-key invalidation: an entry loaded at or after it can't
+    /// have been invalidated since, so its hit needs no second lookup.
+    newest_invalidation: AtomicU64,
     trusted: AtomicBool,
     /// When the cache stopped being trusted; bounds the opt-in stale grace.
     distrusted_at: Mutex<Option<Instant>>,
@@ -150,6 +153,7 @@ impl AuthCache {
             invalidated_at,
             epoch: AtomicU64::new(1),
             flushed_at: AtomicU64::new(0),
+            newest_invalidation: AtomicU64::new(0),
             trusted: AtomicBool::new(false),
             distrusted_at: Mutex::new(None),
             stale_grace: settings.stale_grace,
@@ -207,7 +211,10 @@ impl AuthCache {
 
     pub async fn invalidate(&self, hash: KeyHash, source: InvalidationSource) {
         let at = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        // Remembered before it is announced in `newest_invalidation`, so a reader that sees
+        // the new watermark also finds the entry.
         self.invalidated_at.insert(hash, at);
+        self.newest_invalidation.fetch_max(at, Ordering::SeqCst);
         self.entries.invalidate(&hash).await;
         self.metrics
             .cache_invalidations
@@ -272,11 +279,10 @@ impl AuthCache {
     }
 
     fn is_fresh(&self, hash: &KeyHash, entry: &Entry) -> bool {
-        entry.loaded_at_epoch >= self.flushed_at.load(Ordering::SeqCst)
-            && self
-                .invalidated_at
-                .get(hash)
-                .is_none_or(|at| entry.loaded_at_epoch >= at)
+        let loaded = entry.loaded_at_epoch;
+        loaded >= self.flushed_at.load(Ordering::SeqCst)
+            && (loaded >= self.newest_invalidation.load(Ordering::SeqCst)
+                || self.invalidated_at.get(hash).is_none_or(|at| loaded >= at))
     }
 
     async fn load(&self, hash: KeyHash) -> Result<Entry, StoreError> {

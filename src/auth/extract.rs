@@ -226,7 +226,7 @@ pub fn authorize(
     };
     match result {
         Ok(identity) => {
-            state.metrics.auth_requests.with_label_values(&["ok"]).inc();
+            state.metrics.auth_ok.inc();
             if !state.last_used.record(identity.key_id) {
                 state.metrics.last_used_dropped.inc();
             }

@@ -137,20 +137,16 @@ fn upstream_request(
         }
     });
     let headers = upstream.headers_mut();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
+    for (name, value) in identity.headers() {
+        // A master key has no project: no project header rather than an empty one.
+        if !value.is_empty() {
+            headers.insert(name, value);
         }
-    };
-    set(
-        "x-logstitch-organization-id",
-        identity.organization_id.to_string(),
-    );
-    if let Some(project) = identity.project_id {
-        set("x-logstitch-project-id", project.to_string());
     }
-    set("x-logstitch-key-id", identity.key_id.to_string());
-    set("x-request-id", request_id.to_string());
+    headers.insert(
+        REQUEST_ID_HEADER,
+        HeaderValue::from_str(request_id.as_str()).expect("request ids are valid header values"),
+    );
     upstream
 }
 

@@ -84,8 +84,18 @@ impl<K: Hash + Eq + Send + Sync + Clone + 'static> Buckets<K> {
         self.with_bucket(key, limit, true)
     }
 
-    /// Reports whether a token is available without taking it.
+    /// Reports whether a token is available without taking it. A key with no bucket has a
+    /// full one: nothing is created, so the common case (no failures) costs one lookup.
     pub fn peek(&self, key: &K, limit: Limit) -> RateDecision {
+        if !self.buckets.contains_key(key) {
+            return RateDecision {
+                allowed: true,
+                limit: limit.burst,
+                remaining: limit.burst,
+                reset_secs: 0,
+                retry_after_secs: 0,
+            };
+        }
         self.with_bucket(key, limit, false)
     }
 

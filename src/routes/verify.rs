@@ -26,24 +26,16 @@ struct Verified {
 
 async fn verify(caller: Authenticated<AnyKey>, request_id: RequestId) -> HttpResponse {
     let identity = caller.identity;
-    let project = identity
-        .project_id
-        .map(|p| p.to_string())
-        .unwrap_or_default();
-    HttpResponse::Ok()
-        .insert_header((
-            "X-LogStitch-Organization-Id",
-            identity.organization_id.to_string(),
-        ))
-        .insert_header(("X-LogStitch-Project-Id", project))
-        .insert_header(("X-LogStitch-Key-Id", identity.key_id.to_string()))
-        .insert_header(("X-LogStitch-Key-Type", identity.key_type.as_str()))
-        .json(Verified {
-            valid: true,
-            key_id: identity.key_id,
-            organization_id: identity.organization_id,
-            project_id: identity.project_id,
-            key_type: identity.key_type.as_str(),
-            request_id,
-        })
+    let mut answer = HttpResponse::Ok();
+    for header in identity.headers() {
+        answer.insert_header(header);
+    }
+    answer.json(Verified {
+        valid: true,
+        key_id: identity.key_id,
+        organization_id: identity.organization_id,
+        project_id: identity.project_id,
+        key_type: identity.key_type.as_str(),
+        request_id,
+    })
 }
