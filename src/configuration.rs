@@ -89,6 +89,7 @@ pub struct ServerSettings {
     pub body_read_timeout_ms: u64,
     pub keep_alive_secs: u64,
     pub max_connections: usize,
+    pub drain_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

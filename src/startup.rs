@@ -2,12 +2,14 @@
 //! `main` and the integration tests both start the service through `Application`.
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_rt::Arbiter;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::ConnectionType;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, Error, HttpMessage, HttpServer};
 use uuid::Uuid;
@@ -32,6 +34,9 @@ pub struct AppState {
     pub last_used: Arc<LastUsedRecorder>,
     pub metrics: Arc<Metrics>,
     pub listener: ListenerStatus,
+    /// Set on SIGTERM: `/readyz` answers 503 and responses close their connections, so load
+    /// balancers and clients move away before the server stops accepting.
+    pub draining: AtomicBool,
     pub key_rate_limits: KeyRateLimits,
     pub failed_auth: FailedAuthThrottle,
     pub instance_id: String,
@@ -110,6 +115,7 @@ impl Application {
             last_used,
             metrics,
             listener: listener_status,
+            draining: AtomicBool::new(false),
             key_rate_limits: KeyRateLimits::new(&settings.rate_limit),
             failed_auth: FailedAuthThrottle::new(&settings.rate_limit),
             instance_id,
@@ -139,6 +145,8 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(10)
+        // Signals are ours (see `run_until_stopped`): SIGTERM drains before stopping.
+        .disable_signals()
         .client_request_timeout(Duration::from_millis(
             settings.server.client_request_timeout_ms,
         ))
@@ -163,6 +171,7 @@ impl Application {
                     .default_service(web::to(routes::not_found))
             })
             .workers(1)
+            .disable_signals()
             .listen(metrics_listener)?;
             servers.push(metrics_server.run());
         }
@@ -189,10 +198,18 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until a stop signal (SIGTERM/SIGINT) or `Server::stop`; in-flight requests
-    /// drain, then pending lastUsedAt updates are written.
+    /// Serves until SIGTERM, SIGINT or `StopHandle::stop`. SIGTERM first drains for
+    /// `server.drain_delay_ms` (not ready, connections closed after each response) so no
+    /// client is cut off mid-request; then the servers stop gracefully (in-flight requests
+    /// finish) and pending lastUsedAt updates are written.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let signals = actix_rt::spawn(stop_on_signal(
+            self.server_handle(),
+            self.state.clone(),
+            Duration::from_millis(self.state.settings.server.drain_delay_ms),
+        ));
         let results = futures_util::future::join_all(self.servers).await;
+        signals.abort();
         let state = &self.state;
         // Most pooled connections were opened on the workers' threads, and their drivers
         // stopped with those threads' runtimes: the final flush uses a pool of its own, whose
@@ -218,6 +235,26 @@ impl Application {
     }
 }
 
+async fn stop_on_signal(servers: StopHandle, state: web::Data<AppState>, drain_delay: Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the process with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {
+            tracing::info!(drain_ms = drain_delay.as_millis() as u64, "SIGTERM: draining");
+            state.draining.store(true, Ordering::Release);
+            tokio::time::sleep(drain_delay).await;
+        }
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    servers.stop(true).await;
+}
+
 /// Stops the public server and, when there is one, the metrics server.
 #[derive(Clone)]
 pub struct StopHandle(Vec<ServerHandle>);
@@ -238,13 +275,14 @@ async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
-    let response = next.call(req).await?;
+    let mut response = next.call(req).await?;
     let elapsed = started.elapsed();
     let request = response.request();
     let route = request.match_pattern();
     let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
     let status = response.status();
-    if let Some(state) = request.app_data::<web::Data<AppState>>() {
+    let state = request.app_data::<web::Data<AppState>>().cloned();
+    if let Some(state) = &state {
         state
             .metrics
             .http_requests
@@ -272,5 +310,11 @@ async fn observe(
         "request"
     );
     drop(extensions);
+    if state.is_some_and(|state| state.draining.load(Ordering::Acquire)) {
+        response
+            .response_mut()
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+    }
     Ok(response)
 }

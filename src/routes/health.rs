@@ -35,6 +35,9 @@ async fn readyz(
     let not_ready = |why: &'static str| {
         ApiError::new(ErrorCode::ServiceUnavailable, format!("Not ready: {why}"))
     };
+    if state.draining.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(not_ready("shutting down"));
+    }
     let client = state
         .store
         .pool()

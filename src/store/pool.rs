@@ -26,8 +26,14 @@ impl From<PoolError> for StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
-        // A closed connection or a failed connect is an outage, not a bug in our SQL.
-        if error.is_closed() || error.code().is_none() {
+        // A closed connection, a failed connect, the server shutting down or restarting
+        // (class 57: admin shutdown, cancelled statement) or a connection exception (class
+        // 08) is an outage worth retrying, not a bug in our SQL.
+        let outage = error.code().is_none_or(|state| {
+            let code = state.code();
+            code.starts_with("57") || code.starts_with("08")
+        });
+        if error.is_closed() || outage {
             StoreError::Unavailable(error.into())
         } else {
             StoreError::Query(error)

@@ -3,13 +3,16 @@
 
 mod bad_input;
 mod cli;
+mod drills;
 mod gateway;
 mod helpers;
 mod hot_path;
 mod keys;
 mod multi_instance;
 mod observability;
+mod openapi;
 mod outage;
 mod pg_proxy;
 mod routes;
+mod security;
 mod smoke;

@@ -92,7 +92,7 @@ async fn metrics_can_have_their_own_listener() {
 }
 
 /// The real binary, logging JSON at debug level: one line per request with the fields
-/// operators need, no plaintext key anywhere, and lastUsedAt flushed on SIGTERM.
+/// operators need, no plaintext key anywhere; on SIGTERM it drains, then lastUsedAt is flushed.
 #[actix_web::test]
 async fn the_binary_logs_json_request_lines_without_keys_and_flushes_on_sigterm() {
     let db = TestDatabase::create().await;
@@ -171,6 +171,22 @@ async fn the_binary_logs_json_request_lines_without_keys_and_flushes_on_sigterm(
     let pid = child.id().to_string();
     let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(status.success());
+    // Draining (server.drain_delay_ms, 1 s by default): still answering, but not ready, and
+    // closing each connection after its response so clients move elsewhere.
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    let draining = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(draining.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        draining.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    let still_served = client
+        .get(format!("{base}/api/v1/auth/verify"))
+        .insert_header(("Authorization", format!("Bearer {project_key}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(still_served.status(), StatusCode::OK);
     let exit = child.wait().expect("the binary exits");
     assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
     reader.join().unwrap();
