@@ -42,9 +42,10 @@ dashboards:
 load:
 	scripts/load.sh
 
-## bench: release build, fresh database, load tests + in-process benches; table in target/bench-summary.md
+## bench: release build, fresh database, load tests + in-process benches + gateway forwarding cost; table in target/bench-summary.md
 bench:
 	scripts/bench.sh
+	scripts/bench-gateway.sh
 
 ## nginx-check: real nginx (installed if missing) with auth_request against the gateway on 127.0.0.1
 nginx-check:
