@@ -10,9 +10,9 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use super::body::{Fields, JsonBody};
+use super::body::JsonBody;
 use super::resource;
-use crate::domain::{DisplayName, OrgId, ProjectId};
+use crate::domain::{OrgId, ProjectId};
 use crate::error::{ApiError, ErrorCode};
 use crate::request_id::RequestId;
 use crate::startup::AppState;
@@ -67,10 +67,7 @@ async fn create_organization(
     state: web::Data<AppState>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = Fields::of(body.0)?;
-    let name = fields.required("name", DisplayName::parse);
-    fields.finish()?;
-    let name = name.expect("finish() reports a missing name");
+    let name = body.name()?;
     let created = state.store.create_organization(&name).await?;
     Ok(HttpResponse::Created().json(CreatedOrganization {
         organization_id: created.organization_id,

@@ -9,6 +9,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use serde_json::{Map, Value};
 
+use crate::domain::DisplayName;
 use crate::error::{ApiError, ErrorCode, FieldError};
 
 pub fn json_config(max_body_bytes: usize) -> web::JsonConfig {
@@ -68,6 +69,16 @@ impl FromRequest for JsonBody {
                 .into()),
             }
         })
+    }
+}
+
+impl JsonBody {
+    /// A body whose only field is `name` (projects, organizations).
+    pub fn name(self) -> Result<DisplayName, ApiError> {
+        let mut fields = Fields::of(self.0)?;
+        let name = fields.required("name", DisplayName::parse);
+        fields.finish()?;
+        Ok(name.expect("finish() reports a missing name"))
     }
 }
 

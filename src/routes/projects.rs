@@ -4,10 +4,10 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::body::{Fields, JsonBody};
+use super::body::JsonBody;
 use super::{resource, timestamp};
 use crate::auth::{Authenticated, MasterOnly};
-use crate::domain::{DisplayName, ProjectId};
+use crate::domain::ProjectId;
 use crate::error::ApiError;
 use crate::request_id::RequestId;
 use crate::startup::AppState;
@@ -53,10 +53,7 @@ async fn create_project(
     state: web::Data<AppState>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let mut fields = Fields::of(body.0)?;
-    let name = fields.required("name", DisplayName::parse);
-    fields.finish()?;
-    let name = name.expect("finish() reports a missing name");
+    let name = body.name()?;
     let record = state
         .store
         .create_project(caller.identity.organization_id, &name)

@@ -14,11 +14,9 @@
 //! --nocapture`); docs/drills.md records them.
 
 use std::cell::{Cell, RefCell};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -31,8 +29,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::{
-    assert_error, eventually, read_whole, spawn_isolated_app_with, IsolatedApp, Reply, TestApp,
-    TestDatabase, TestOrg,
+    assert_error, eventually, read_whole, serve_binary, spawn_isolated_app_with, IsolatedApp,
+    Reply, TestApp, TestDatabase, TestOrg,
 };
 use crate::pg_proxy::PgProxy;
 
@@ -785,44 +783,20 @@ async fn drill_4_sigterm_under_load_drains_in_flight_requests_and_flushes_last_u
     )
     .unwrap();
     let admin_token = format!("drill-admin-{}", Uuid::new_v4().simple());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_logstitch-gateway"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .env("DATABASE_URL", &db.url)
-        .env("LOGSTITCH_ADMIN_TOKEN", &admin_token)
-        .env("LOGSTITCH__LOG__FORMAT", "json")
-        // Only the shutdown flush can write lastUsedAt.
-        .env("LOGSTITCH__LAST_USED__FLUSH_INTERVAL_MS", "600000")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the binary");
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let port = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server logs that it is serving");
-        let parsed: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if parsed["message"] == "serving" {
-            break parsed["port"].as_u64().expect("port field") as u16;
-        }
-    };
-    let _ = std::fs::remove_file(&config);
-    let base = format!("http://127.0.0.1:{port}");
-    let client = awc::Client::new();
-    let ready = eventually(Duration::from_secs(10), || async {
-        matches!(client.get(format!("{base}/readyz")).send().await,
-                 Ok(r) if r.status() == StatusCode::OK)
+    let mut served = serve_binary(|command| {
+        command
+            .arg("--config")
+            .arg(&config)
+            .env("DATABASE_URL", &db.url)
+            .env("LOGSTITCH_ADMIN_TOKEN", &admin_token)
+            // Only the shutdown flush can write lastUsedAt.
+            .env("LOGSTITCH__LAST_USED__FLUSH_INTERVAL_MS", "600000")
+            .env("RUST_LOG", "info");
     })
     .await;
-    assert!(ready, "the binary never became ready");
+    let _ = std::fs::remove_file(&config);
+    let base = served.base.clone();
+    let client = awc::Client::new();
 
     let org: Value = client
         .post(format!("{base}/admin/v1/organizations"))
@@ -910,29 +884,14 @@ async fn drill_4_sigterm_under_load_drains_in_flight_requests_and_flushes_last_u
     assert!(at_upstream, "the slow requests never reached the upstream");
 
     let term_at = Instant::now();
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let exit = loop {
-        if let Some(exit) = child.try_wait().expect("wait for the binary") {
-            break exit;
-        }
-        if term_at.elapsed() > Duration::from_secs(25) {
-            let _ = child.kill();
-            panic!("the binary did not exit within 25 s of SIGTERM");
-        }
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    };
+    served.sigterm();
+    let exit = served.exit_status(Duration::from_secs(25)).await;
     let exited_after = term_at.elapsed();
     stop.set(true);
     for task in loaders.into_iter().chain(slow) {
         task.await.unwrap();
     }
-    reader.join().unwrap();
-    let log_lines: Vec<String> = lines.try_iter().collect();
+    let log_lines = served.all_lines();
 
     let mut problems = Vec::new();
     if !exit.success() {

@@ -645,3 +645,112 @@ pub async fn spawn_isolated_pair(customize: impl Fn(&mut Settings)) -> (Isolated
     let b = spawn_isolated_app_with(db, &customize).await;
     (a, b)
 }
+
+/// The real binary, `logstitch-gateway serve` on a port it picks, logging JSON, its stdout and
+/// stderr lines collected; ready (its `/readyz` answered 200) when returned.
+pub struct ServedBinary {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    lines_before_ready: Vec<String>,
+    lines: std::sync::mpsc::Receiver<String>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Starts the binary; `configure` adds the test's environment and arguments (the database
+/// URL, `--config`, log level…) to `serve --listen 127.0.0.1:0` with JSON logs.
+pub async fn serve_binary(configure: impl FnOnce(&mut std::process::Command)) -> ServedBinary {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_logstitch-gateway"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("LOGSTITCH__LOG__FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    configure(&mut command);
+    let mut child = command.spawn().expect("start the binary");
+    let (sender, lines) = std::sync::mpsc::channel::<String>();
+    let streams: [Box<dyn Read + Send>; 2] = [
+        Box::new(child.stderr.take().expect("piped stderr")),
+        Box::new(child.stdout.take().expect("piped stdout")),
+    ];
+    let readers = streams
+        .into_iter()
+        .map(|stream| {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = sender.send(line);
+                }
+            })
+        })
+        .collect();
+    drop(sender);
+    let mut lines_before_ready = Vec::new();
+    let port = loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the server logs that it is serving");
+        let parsed: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        lines_before_ready.push(line);
+        if parsed["message"] == "serving" {
+            break parsed["port"].as_u64().expect("a port field") as u16;
+        }
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let client = awc::Client::new();
+    let ready = eventually(std::time::Duration::from_secs(10), || async {
+        matches!(
+            client.get(format!("{base}/readyz")).send().await,
+            Ok(response) if response.status() == StatusCode::OK
+        )
+    })
+    .await;
+    assert!(ready, "the binary never became ready");
+    ServedBinary {
+        child,
+        base,
+        lines_before_ready,
+        lines,
+        readers,
+    }
+}
+
+impl ServedBinary {
+    pub fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the process to exit without blocking the test's runtime (other tasks may
+    /// still be sending requests); kills it and fails after `limit`.
+    pub async fn exit_status(&mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("wait for the binary") {
+                return exit;
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("the binary did not exit within {limit:?}");
+            }
+            actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Every line the process wrote, once it has exited.
+    pub fn all_lines(self) -> Vec<String> {
+        for reader in self.readers {
+            reader.join().expect("log reader");
+        }
+        let mut all = self.lines_before_ready;
+        all.extend(self.lines.try_iter());
+        all
+    }
+}

@@ -1,14 +1,11 @@
 //! Metrics exposition and request logs, seen from outside.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use awc::http::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{spawn_app, spawn_app_with, TestDatabase};
+use crate::helpers::{serve_binary, spawn_app, spawn_app_with, TestDatabase};
 
 /// Every metric the operators' issue names; all must be present after real traffic.
 const EXPECTED_METRICS: &[&str] = &[
@@ -97,51 +94,18 @@ async fn metrics_can_have_their_own_listener() {
 async fn the_binary_logs_json_request_lines_without_keys_and_flushes_on_sigterm() {
     let db = TestDatabase::create().await;
     let admin_token = "observability-admin-token";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_logstitch-gateway"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("DATABASE_URL", &db.url)
-        .env("LOGSTITCH_ADMIN_TOKEN", admin_token)
-        .env("LOGSTITCH__LOG__FORMAT", "json")
-        .env("LOGSTITCH__SERVER__WORKERS", "1")
-        // Long enough that only the shutdown flush can write lastUsedAt.
-        .env("LOGSTITCH__LAST_USED__FLUSH_INTERVAL_MS", "600000")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the binary");
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    let port = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server logs that it is serving");
-        let parsed: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        seen.push(line);
-        if parsed["message"] == "serving" {
-            break parsed["port"].as_u64().expect("port field") as u16;
-        }
-    };
-
+    let mut served = serve_binary(|command| {
+        command
+            .env("DATABASE_URL", &db.url)
+            .env("LOGSTITCH_ADMIN_TOKEN", admin_token)
+            .env("LOGSTITCH__SERVER__WORKERS", "1")
+            // Long enough that only the shutdown flush can write lastUsedAt.
+            .env("LOGSTITCH__LAST_USED__FLUSH_INTERVAL_MS", "600000")
+            .env("RUST_LOG", "debug");
+    })
+    .await;
     let client = awc::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut ready = false;
-    for _ in 0..100 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status() == StatusCode::OK {
-                ready = true;
-                break;
-            }
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "server never became ready");
+    let base = served.base.clone();
     let mut created = client
         .post(format!("{base}/admin/v1/organizations"))
         .insert_header(("Authorization", format!("Bearer {admin_token}")))
@@ -168,9 +132,7 @@ async fn the_binary_logs_json_request_lines_without_keys_and_flushes_on_sigterm(
         .unwrap();
     assert_eq!(verified.status(), StatusCode::OK);
 
-    let pid = child.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(status.success());
+    served.sigterm();
     // Draining (server.drain_delay_ms, 1 s by default): still answering, but not ready, and
     // closing each connection after its response so clients move elsewhere.
     actix_rt::time::sleep(Duration::from_millis(200)).await;
@@ -187,10 +149,9 @@ async fn the_binary_logs_json_request_lines_without_keys_and_flushes_on_sigterm(
         .await
         .unwrap();
     assert_eq!(still_served.status(), StatusCode::OK);
-    let exit = child.wait().expect("the binary exits");
+    let exit = served.exit_status(Duration::from_secs(20)).await;
     assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
-    reader.join().unwrap();
-    seen.extend(lines.try_iter());
+    let seen = served.all_lines();
 
     let all = seen.join("\n");
     for secret in [&master_key, &project_key, &admin_token.to_owned()] {

@@ -5,10 +5,9 @@
 //! Raw-socket tests speak HTTP/1.1 over `std::net::TcpStream` on a blocking thread, so every
 //! byte and every timing is the test's own, and the actix test runtime stays free.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -20,7 +19,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_with, Reply, TestApp, TestDatabase};
+use crate::helpers::{
+    assert_error, serve_binary, spawn_app, spawn_app_with, Reply, TestApp, TestDatabase,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Secrets and how to look for them
@@ -291,62 +292,23 @@ async fn no_secret_in_the_logs_at_trace_level() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_logstitch-gateway"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("DATABASE_URL", &db.url)
-        .env("LOGSTITCH_ADMIN_TOKEN", &admin_token)
-        .env("LOGSTITCH_CONFIG", &config_path)
-        .env("LOGSTITCH__LOG__FORMAT", "json")
-        .env("LOGSTITCH__SERVER__WORKERS", "1")
-        .env("LOGSTITCH__LAST_USED__FLUSH_INTERVAL_MS", "100")
-        .env("RUST_LOG", "trace")
-        .env("RUST_BACKTRACE", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the binary");
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let mut readers = Vec::new();
-    for stream in [
-        Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
-        Box::new(child.stdout.take().unwrap()),
-    ] {
-        let tx = lines_tx.clone();
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        }));
-    }
-    drop(lines_tx);
-    let mut seen = Vec::new();
-    let port = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server logs that it is serving");
-        let parsed: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        seen.push(line);
-        if parsed["message"] == "serving" {
-            break parsed["port"].as_u64().expect("port field") as u16;
-        }
-    };
+    let mut served = serve_binary(|command| {
+        command
+            .env("DATABASE_URL", &db.url)
+            .env("LOGSTITCH_ADMIN_TOKEN", &admin_token)
+            .env("LOGSTITCH_CONFIG", &config_path)
+            .env("LOGSTITCH__SERVER__WORKERS", "1")
+            .env("LOGSTITCH__LAST_USED__FLUSH_INTERVAL_MS", "100")
+            .env("RUST_LOG", "trace")
+            .env("RUST_BACKTRACE", "1");
+    })
+    .await;
     let _ = std::fs::remove_file(&config_path);
 
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(20))
         .finish();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut ready = false;
-    for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status() == StatusCode::OK {
-                ready = true;
-                break;
-            }
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "server never became ready");
+    let base = served.base.clone();
 
     // Sends one request; returns (status, JSON body).
     let send =
@@ -588,18 +550,10 @@ async fn no_secret_in_the_logs_at_trace_level() {
     // Let a lastUsedAt flush run (its statement is logged at trace too).
     actix_rt::time::sleep(Duration::from_millis(300)).await;
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let exit = child.wait().expect("the binary exits");
+    served.sigterm();
+    let exit = served.exit_status(Duration::from_secs(20)).await;
     assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
-    for reader in readers {
-        reader.join().unwrap();
-    }
-    seen.extend(lines.try_iter());
+    let seen = served.all_lines();
 
     let all = seen.join("\n");
     // The run really logged at trace level, from the server's dependencies too.
