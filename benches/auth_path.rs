@@ -5,52 +5,35 @@
 //! once (criterion's test mode), so keep the setup small unless `--bench` was passed.
 //! Target (issue 3, §7): the whole path <= 1 µs.
 
+mod common;
+
 use std::cell::Cell;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use logstitch_gateway::auth::{cache_settings, AuthCache, CacheSettings, Identity, KeyLookup};
-use logstitch_gateway::configuration::Settings;
-use logstitch_gateway::domain::{ApiKey, KeyHash, KeyId, KeyType, OrgId, ProjectId};
+use logstitch_gateway::auth::{AuthCache, KeyLookup, LookupFuture};
+use logstitch_gateway::domain::{ApiKey, KeyHash, KeyType};
 use logstitch_gateway::metrics::Metrics;
-use logstitch_gateway::store::StoreError;
 
 /// Every hash is a valid project key; the benchmark only measures hits, so this is called
 /// once per distinct key during setup.
 struct FakeLookup;
 
-type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Option<Identity>, StoreError>> + Send + 'a>>;
-
 impl KeyLookup for FakeLookup {
-    fn find_identity<'a>(&'a self, _: &'a KeyHash) -> Lookup<'a> {
-        Box::pin(async {
-            Ok(Some(Identity {
-                key_id: KeyId::new(),
-                organization_id: OrgId::new(),
-                project_id: Some(ProjectId::new()),
-                key_type: KeyType::Project,
-                revoked: false,
-            }))
-        })
+    fn find_identity<'a>(&'a self, _: &'a KeyHash) -> LookupFuture<'a> {
+        Box::pin(async { Ok(Some(common::project_identity())) })
     }
 }
 
-/// The service's own cache settings (config/default.toml, as `serve` loads them), with room
-/// for 1,000,000 keys.
-fn settings() -> CacheSettings {
-    let defaults = Settings::load(None).expect("default settings load");
-    let mut settings = cache_settings(&defaults.auth);
-    settings.max_entries = settings.max_entries.max(1_000_000);
-    settings
-}
-
 fn cache() -> AuthCache {
-    let cache = AuthCache::new(settings(), Arc::new(FakeLookup), Arc::new(Metrics::new()));
+    let cache = AuthCache::new(
+        common::service_cache_settings(),
+        Arc::new(FakeLookup),
+        Arc::new(Metrics::new()),
+    );
     // As the invalidation listener does once LISTEN is active; untrusted, nothing is cached.
     cache.flush_and_trust();
     cache

@@ -26,27 +26,22 @@
 //! (criterion's test mode) plus a tiny interleaved run that only checks the outcomes.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 
-use logstitch_gateway::auth::{AuthCache, CacheSettings, Identity, KeyLookup};
+use logstitch_gateway::auth::{AuthCache, CacheSettings, Identity, KeyLookup, LookupFuture};
 use logstitch_gateway::domain::{ApiKey, KeyHash, KeyId, KeyType, OrgId, ProjectId};
 use logstitch_gateway::metrics::Metrics;
-use logstitch_gateway::store::StoreError;
 
 /// Knows exactly the keys it was given; every other hash is unknown.
 struct FakeLookup(HashMap<KeyHash, Identity>);
 
-type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Option<Identity>, StoreError>> + Send + 'a>>;
-
 impl KeyLookup for FakeLookup {
-    fn find_identity<'a>(&'a self, hash: &'a KeyHash) -> Lookup<'a> {
+    fn find_identity<'a>(&'a self, hash: &'a KeyHash) -> LookupFuture<'a> {
         let found = self.0.get(hash).copied();
         Box::pin(async move { Ok(found) })
     }

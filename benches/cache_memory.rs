@@ -9,23 +9,19 @@
 //! `cargo test --all-targets`) it does a tiny run so the test suite stays fast.
 //! Prints one machine-readable line, `RESULT entries=… rss_before_kib=… …`, for scripts/bench.sh.
 
-use std::future::Future;
-use std::pin::Pin;
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use logstitch_gateway::auth::{cache_settings, AuthCache, CacheSettings, Identity, KeyLookup};
-use logstitch_gateway::configuration::Settings;
-use logstitch_gateway::domain::{KeyHash, KeyId, KeyType, OrgId, ProjectId};
+use logstitch_gateway::auth::{AuthCache, Identity, KeyLookup, LookupFuture};
+use logstitch_gateway::domain::KeyHash;
 use logstitch_gateway::metrics::Metrics;
-use logstitch_gateway::store::StoreError;
 
 // The same allocator as the binary (src/main.rs), so the figure is the service's.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Option<Identity>, StoreError>> + Send + 'a>>;
 
 /// Answers every hash with a fresh project-key identity, as Postgres would for a real key.
 struct FakeLookup {
@@ -33,27 +29,10 @@ struct FakeLookup {
 }
 
 impl KeyLookup for FakeLookup {
-    fn find_identity<'a>(&'a self, _: &'a KeyHash) -> Lookup<'a> {
+    fn find_identity<'a>(&'a self, _: &'a KeyHash) -> LookupFuture<'a> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        Box::pin(async {
-            Ok(Some(Identity {
-                key_id: KeyId::new(),
-                organization_id: OrgId::new(),
-                project_id: Some(ProjectId::new()),
-                key_type: KeyType::Project,
-                revoked: false,
-            }))
-        })
+        Box::pin(async { Ok(Some(common::project_identity())) })
     }
-}
-
-/// The service's own cache settings (config/default.toml, as `serve` loads them), with room
-/// for 1,000,000 keys.
-fn settings() -> CacheSettings {
-    let defaults = Settings::load(None).expect("default settings load");
-    let mut settings = cache_settings(&defaults.auth);
-    settings.max_entries = settings.max_entries.max(1_000_000);
-    settings
 }
 
 /// A value from /proc/self/status, in kB (Linux only; 0 elsewhere).
@@ -86,7 +65,11 @@ fn main() {
     let lookup = Arc::new(FakeLookup {
         calls: AtomicU64::new(0),
     });
-    let cache = AuthCache::new(settings(), lookup.clone(), Arc::new(Metrics::new()));
+    let cache = AuthCache::new(
+        common::service_cache_settings(),
+        lookup.clone(),
+        Arc::new(Metrics::new()),
+    );
     cache.flush_and_trust();
 
     let rss_before = status_kib("VmRSS:");

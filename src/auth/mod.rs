@@ -9,7 +9,9 @@ mod extract;
 mod identity;
 mod last_used;
 
-pub use cache::{cache_settings, AuthCache, CacheSettings, InvalidationSource, KeyLookup};
+pub use cache::{
+    cache_settings, AuthCache, CacheSettings, InvalidationSource, KeyLookup, LookupFuture,
+};
 pub use extract::{
     authenticate, authorize, AnyKey, AuthFailure, AuthOutcome, Authenticated, MasterOnly,
     Permission,
