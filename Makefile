@@ -30,7 +30,7 @@ fmt:
 lint:
 	cargo clippy --all-targets -- -D warnings
 
-## ci: what CI runs: tests, dashboards check, load smoke, formatting, clippy
+## ci: what CI runs: tests, dashboards check, load smoke, fuzz, nginx check, formatting, clippy
 ci:
 	bash .ci/run
 
@@ -38,7 +38,7 @@ ci:
 dashboards:
 	scripts/check-dashboards.sh
 
-## load: k6 smoke of load-tests/*.js (<1 min) against a release gateway on a fresh database
+## load: k6 smoke of load-tests/*.js (under 1 min of load, after a release build) against a fresh database
 load:
 	scripts/load.sh
 

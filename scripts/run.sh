@@ -57,7 +57,7 @@ if has_org "$DEMO_ORG" <<<"$orgs"; then
 ==> organization '$DEMO_ORG' already exists.
     Its master key was shown once, on the first 'make run', and cannot be
     shown again. To get a fresh organization with a new master key:
-        $BIN org create --name NAME
+        DATABASE_URL=$DATABASE_URL $BIN org create --name NAME
 
 EOF
 else

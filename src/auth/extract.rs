@@ -64,7 +64,7 @@ impl From<AuthFailure> for ApiError {
         match failure {
             AuthFailure::Missing => ApiError::new(
                 ErrorCode::Unauthorized,
-                "Missing API key: send Authorization: Bearer <key>",
+                "Missing or unsupported credentials: send Authorization: Bearer <key>",
             ),
             AuthFailure::Malformed => {
                 ApiError::new(ErrorCode::InvalidApiKey, "API key format is invalid")
