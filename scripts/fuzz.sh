@@ -198,10 +198,11 @@ for name in "fuzz one" "fuzz two"; do
 done
 echo "organization $ORG_ID, project $PROJECT_ID"
 from=$(($(log_lines) + 1))
-# Expect schemathesis' "Authentication failed" warning here: the master-only operations answer
-# a project key 403 forbidden, as described.
+# The budget goes to what a project key may do (list its project's keys, verify itself);
+# its 403s on master-only operations are covered by the tenant-isolation test, and DELETE
+# would revoke the key under the run's feet.
 run project "$WORK/project.toml" "$PROJECT_SECS" \
-    --include-path-regex '^/api/v1/' --exclude-method DELETE
+    --include-path-regex '^/api/v1/(keys|auth/verify)$' --include-method GET
 reached project "$from" GET /api/v1/keys GET /api/v1/auth/verify
 
 if grep -q 'panicked' "$GATEWAY_LOG_FILE"; then
