@@ -29,8 +29,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::{
-    assert_error, eventually, read_whole, serve_binary, spawn_isolated_app_with, IsolatedApp,
-    Reply, TestApp, TestDatabase, TestOrg,
+    assert_error, eventually, read_whole, serve_binary, spawn_isolated_app_with, try_timed,
+    IsolatedApp, Reply, TestApp, TestDatabase, TestOrg, GIVE_UP_AFTER,
 };
 use crate::pg_proxy::PgProxy;
 
@@ -44,8 +44,6 @@ const ACK_TIMEOUTS: &str = "logstitch_revocation_ack_timeouts_total";
 const POOL_TIMEOUT_MS: u64 = 500;
 /// A 503 later than this is a failure to bound the wait (the pool waits 0.5 s).
 const ANSWER_WITHIN: Duration = Duration::from_secs(3);
-/// A request with no answer after this long is a hang: the drill fails instead of stalling.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(6);
 /// How long recovery may take once Postgres is back (backoff is capped at 400 ms here).
 const RECOVER_WITHIN: Duration = Duration::from_secs(10);
 
@@ -72,29 +70,6 @@ async fn instance_behind(
         customize(settings);
     })
     .await
-}
-
-/// Sends a request with a client that gives up after [`GIVE_UP_AFTER`]: the reply and how
-/// long it took, or Err when no answer came (a hang, a reset).
-async fn try_timed(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> Result<(Reply, Duration), String> {
-    let client = awc::Client::builder().timeout(GIVE_UP_AFTER).finish();
-    let mut request = client.request(method.clone(), format!("{}{}", app.address, path));
-    if let Some(token) = token {
-        request = request.insert_header(("Authorization", format!("Bearer {token}")));
-    }
-    let started = Instant::now();
-    let sent = match body {
-        Some(body) => request.send_json(body).await,
-        None => request.send().await,
-    };
-    let response = sent.map_err(|error| format!("{method} {path}: no answer: {error}"))?;
-    Ok((read_whole(response).await, started.elapsed()))
 }
 
 /// None when the answer is a prompt `503 service_unavailable`; else what was wrong.

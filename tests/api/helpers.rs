@@ -143,19 +143,7 @@ pub async fn spawn_app_with(
     let state = application.state();
     let server = application.server_handle();
     actix_rt::spawn(application.run_until_stopped());
-    let app = TestApp {
-        address: format!("http://127.0.0.1:{port}"),
-        port,
-        metrics_port,
-        db,
-        state,
-        admin_token,
-        client: awc::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .finish(),
-        server,
-    };
-    app.wait_until_ready().await;
+    let app = TestApp::started(port, metrics_port, db, state, admin_token, server).await;
     app
 }
 
@@ -183,6 +171,31 @@ pub struct TestOrg {
 }
 
 impl TestApp {
+    /// The handle to an instance that was just started; returns once it is ready.
+    async fn started(
+        port: u16,
+        metrics_port: Option<u16>,
+        db: Arc<TestDatabase>,
+        state: web::Data<AppState>,
+        admin_token: String,
+        server: StopHandle,
+    ) -> TestApp {
+        let app = TestApp {
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+            metrics_port,
+            db,
+            state,
+            admin_token,
+            client: awc::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .finish(),
+            server,
+        };
+        app.wait_until_ready().await;
+        app
+    }
+
     /// Sends a request; `token` becomes `Authorization: Bearer <token>`.
     pub async fn request(
         &self,
@@ -618,19 +631,7 @@ pub async fn spawn_isolated_app_with(
         })
     });
     let (port, metrics_port, state, server) = on_started.await.expect("isolated instance started");
-    let app = TestApp {
-        address: format!("http://127.0.0.1:{port}"),
-        port,
-        metrics_port,
-        db,
-        state,
-        admin_token,
-        client: awc::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .finish(),
-        server,
-    };
-    app.wait_until_ready().await;
+    let app = TestApp::started(port, metrics_port, db, state, admin_token, server).await;
     IsolatedApp {
         app,
         stop: Some(stop),
@@ -753,4 +754,32 @@ impl ServedBinary {
         all.extend(self.lines.try_iter());
         all
     }
+}
+
+/// How long outage tests wait for an answer before calling it a hang.
+pub const GIVE_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(6);
+
+/// Sends a request with a client that gives up after [`GIVE_UP_AFTER`]: the reply and how
+/// long it took, or Err when no answer came (a hang, a reset).
+pub async fn try_timed(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Result<(Reply, std::time::Duration), String> {
+    let client = awc::Client::builder().timeout(GIVE_UP_AFTER).finish();
+    let mut request = client.request(method.clone(), format!("{}{}", app.address, path));
+    if let Some(token) = token {
+        request = request.insert_header(("Authorization", format!("Bearer {token}")));
+    }
+    let started = std::time::Instant::now();
+    let sent = match body {
+        Some(body) => request.send_json(body).await,
+        None => request.send().await,
+    };
+    let response = sent.map_err(|error| {
+        format!("{method} {path}: no answer within {GIVE_UP_AFTER:?} (a hang, a reset): {error}")
+    })?;
+    Ok((read_whole(response).await, started.elapsed()))
 }

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_error, read_whole, spawn_app_with, Reply, TestApp, TestDatabase, TestOrg,
+    assert_error, spawn_app_with, try_timed, Reply, TestApp, TestDatabase, TestOrg,
 };
 use crate::pg_proxy::PgProxy;
 
@@ -30,34 +30,7 @@ async fn app_behind_proxy() -> (TestApp, PgProxy) {
     (app, proxy)
 }
 
-/// A client that gives up after this long, so a hang fails the test instead of stalling it.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(6);
-
-/// Sends a request; returns the reply and how long it took, or Err when no answer came
-/// within [`GIVE_UP_AFTER`].
-async fn try_timed(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> Result<(Reply, Duration), String> {
-    let client = awc::Client::builder().timeout(GIVE_UP_AFTER).finish();
-    let mut request = client.request(method.clone(), format!("{}{}", app.address, path));
-    if let Some(token) = token {
-        request = request.insert_header(("Authorization", format!("Bearer {token}")));
-    }
-    let started = Instant::now();
-    let sent = match body {
-        Some(body) => request.send_json(body).await,
-        None => request.send().await,
-    };
-    let response =
-        sent.map_err(|error| format!("no answer within {GIVE_UP_AFTER:?} (a hang): {error}"))?;
-    let reply = read_whole(response).await;
-    Ok((reply, started.elapsed()))
-}
-
+/// Like [`try_timed`], but a missing answer fails the test.
 async fn timed(
     app: &TestApp,
     method: Method,
