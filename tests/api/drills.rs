@@ -72,6 +72,24 @@ async fn instance_behind(
     .await
 }
 
+/// None when a revoked key was refused (503 while Postgres is away, or 401 key_revoked);
+/// else what was wrong — above all, a revoked key served.
+fn revoked_key_served(label: &str, answer: Result<(Reply, Duration), String>) -> Option<String> {
+    match answer {
+        Err(problem) => Some(format!("{label}: {problem}")),
+        Ok((reply, _))
+            if reply.status == StatusCode::SERVICE_UNAVAILABLE
+                || reply.error_code() == "key_revoked" =>
+        {
+            None
+        }
+        Ok((reply, _)) => Some(format!(
+            "{label}: expected 503 or 401 key_revoked, got {} {}",
+            reply.status, reply.text
+        )),
+    }
+}
+
 /// None when the answer is a prompt `503 service_unavailable`; else what was wrong.
 fn not_unavailable(label: &str, answer: Result<(Reply, Duration), String>) -> Option<String> {
     match answer {
@@ -207,23 +225,15 @@ async fn drill_1_postgres_stopped_fails_closed_and_recovers_by_itself() {
             slowest = slowest.max(*took);
         }
         problems.extend(not_unavailable("cached valid key", answer));
-        match try_timed(
+        let answer = try_timed(
             &app,
             Method::GET,
             "/api/v1/auth/verify",
             Some(&revoked),
             None,
         )
-        .await
-        {
-            Ok((reply, _)) if reply.status == StatusCode::SERVICE_UNAVAILABLE => {}
-            Ok((reply, _)) if reply.error_code() == "key_revoked" => {}
-            Ok((reply, _)) => problems.push(format!(
-                "revoked key: expected 503 or 401, got {} {}",
-                reply.status, reply.text
-            )),
-            Err(problem) => problems.push(format!("revoked key: {problem}")),
-        }
+        .await;
+        problems.extend(revoked_key_served("revoked key", answer));
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
     let create = create_body(&org, "during the cut");
@@ -403,25 +413,16 @@ async fn drill_2_stale_grace_serves_cached_valid_keys_for_at_most_n_seconds() {
             answered: Instant::now(),
             status: answer.map(|(reply, _)| (reply.status, reply.error_code().to_owned())),
         });
-        match try_timed(
+        let answer = try_timed(
             &app,
             Method::GET,
             "/api/v1/auth/verify",
             Some(&revoked),
             None,
         )
-        .await
-        {
-            Ok((reply, _)) if reply.status == StatusCode::SERVICE_UNAVAILABLE => {}
-            Ok((reply, _)) if reply.error_code() == "key_revoked" => {}
-            Ok((reply, _)) => problems.push(format!(
-                "revoked key at +{:?}: {} {}",
-                sent - cut_at,
-                reply.status,
-                reply.text
-            )),
-            Err(problem) => problems.push(format!("revoked key: {problem}")),
-        }
+        .await;
+        let label = format!("revoked key at +{:?}", sent - cut_at);
+        problems.extend(revoked_key_served(&label, answer));
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
 
