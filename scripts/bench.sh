@@ -177,52 +177,32 @@ metric() {
 
 # --- k6 scripts ----------------------------------------------------------------------------
 
-cat >"$RAW/fixed-rate.js" <<'EOF'
+# One script for both uses: exactly ITERATIONS requests as fast as 16 connections go when
+# ITERATIONS is set, else RATE req/s for DURATION seconds.
+cat >"$RAW/verify-load.js" <<'EOF'
 import http from 'k6/http';
 import { check } from 'k6';
 
-export const options = {
-  discardResponseBodies: true,
-  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(99)', 'max'],
-  scenarios: {
-    fixed: {
+const scenario = __ENV.ITERATIONS
+  ? {
+      executor: 'shared-iterations',
+      vus: 16,
+      iterations: Number(__ENV.ITERATIONS),
+      maxDuration: '120s',
+    }
+  : {
       executor: 'constant-arrival-rate',
       rate: Number(__ENV.RATE),
       timeUnit: '1s',
       duration: `${__ENV.DURATION}s`,
       preAllocatedVUs: 50,
       maxVUs: 200,
-    },
-  },
-};
-
-const params = { headers: { Authorization: `Bearer ${__ENV.KEY}` } };
-
-export default function () {
-  const response = http.get(__ENV.URL, params);
-  check(response, { 'status 200': (r) => r.status === 200 });
-}
-
-export function handleSummary(data) {
-  return { [__ENV.OUT]: JSON.stringify(data) };
-}
-EOF
-
-# Exactly ITERATIONS requests, as fast as a few connections go.
-cat >"$RAW/exact-count.js" <<'EOF'
-import http from 'k6/http';
-import { check } from 'k6';
+    };
 
 export const options = {
   discardResponseBodies: true,
-  scenarios: {
-    exact: {
-      executor: 'shared-iterations',
-      vus: 16,
-      iterations: Number(__ENV.ITERATIONS),
-      maxDuration: '120s',
-    },
-  },
+  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(99)', 'max'],
+  scenarios: { load: scenario },
 };
 
 const params = { headers: { Authorization: `Bearer ${__ENV.KEY}` } };
@@ -284,7 +264,7 @@ find_pg_log() {
 step "database transactions around exactly 10,000 warm verifies (waits ${STATS_SETTLE}s three times for pg_stat to settle)"
 psql -X -w -q -d "$BENCH_URL" -c "vacuum analyze" >&2
 # Warm: the key's cache entry (it is already there since its creation) and k6's connections.
-run_k6 warm-verify "$RAW/exact-count.js" "$URL_A/api/v1/auth/verify" "ITERATIONS=1000"
+run_k6 warm-verify "$RAW/verify-load.js" "$URL_A/api/v1/auth/verify" "ITERATIONS=1000"
 sleep "$STATS_SETTLE"
 x_idle_start=$(xacts)
 sleep "$STATS_SETTLE"
@@ -295,7 +275,7 @@ pool_start=$(metric "$URL_A" logstitch_db_pool_size)
 window_start=$(db_now)
 log_start=$(log_now)
 started=$(date +%s.%N)
-run_k6 exact-verify "$RAW/exact-count.js" "$URL_A/api/v1/auth/verify" "ITERATIONS=10000"
+run_k6 exact-verify "$RAW/verify-load.js" "$URL_A/api/v1/auth/verify" "ITERATIONS=10000"
 finished=$(date +%s.%N)
 sleep "$STATS_SETTLE"
 x_end=$(xacts)
@@ -366,8 +346,8 @@ echo "LOADAVG_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/load.txt"
 # --- latency at a fixed rate (k6) ----------------------------------------------------------
 
 step "latency at a fixed $RATE req/s for ${FIXED_DURATION}s (k6 constant-arrival-rate), healthz then verify"
-run_k6 fixed-healthz "$RAW/fixed-rate.js" "$URL_A/healthz" "RATE=$RATE" "DURATION=$FIXED_DURATION"
-run_k6 fixed-verify "$RAW/fixed-rate.js" "$URL_A/api/v1/auth/verify" "RATE=$RATE" "DURATION=$FIXED_DURATION"
+run_k6 fixed-healthz "$RAW/verify-load.js" "$URL_A/healthz" "RATE=$RATE" "DURATION=$FIXED_DURATION"
+run_k6 fixed-verify "$RAW/verify-load.js" "$URL_A/api/v1/auth/verify" "RATE=$RATE" "DURATION=$FIXED_DURATION"
 
 # --- revoke on A, refused on B -------------------------------------------------------------
 
