@@ -260,10 +260,6 @@ impl AuthCache {
             .filter(|identity| !identity.revoked && !invalidated_since_load)
     }
 
-    pub fn is_trusted(&self) -> bool {
-        self.trusted.load(Ordering::Acquire)
-    }
-
     pub fn entry_count(&self) -> u64 {
         self.entries.entry_count()
     }
