@@ -11,6 +11,8 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::client_addr::TrustedProxies;
+
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +53,8 @@ pub struct RateLimitOverride {
 #[serde(deny_unknown_fields)]
 pub struct GatewaySettings {
     pub routes: Vec<GatewayRoute>,
+    /// Forward client headers whose names contain `_` (our own names are never forwarded).
+    pub forward_underscore_headers: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +69,9 @@ pub struct GatewayRoute {
     pub key_types: Vec<String>,
     #[serde(default = "default_upstream_timeout_ms")]
     pub timeout_ms: u64,
+    /// Pass `X-LogStitch-*` headers set by the upstream on to clients (default: dropped).
+    #[serde(default)]
+    pub expose_logstitch_headers: bool,
 }
 
 fn project_keys_only() -> Vec<String> {
@@ -90,6 +97,8 @@ pub struct ServerSettings {
     pub keep_alive_secs: u64,
     pub max_connections: usize,
     pub drain_delay_ms: u64,
+    /// Peers whose `X-Forwarded-For` is believed (see `client_addr`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -3,6 +3,7 @@
 pub mod actors;
 pub mod auth;
 pub mod cli;
+pub mod client_addr;
 pub mod configuration;
 pub mod domain;
 pub mod error;

@@ -137,6 +137,9 @@ impl Application {
                 .app_data(routes::json_config(max_body))
                 .app_data(body_timeout)
                 .app_data(web::Data::new(gateway::Upstreams::new()))
+                // Innermost: the path is normalised just before routing, and its refusal
+                // still gets a request id and a log line.
+                .wrap(from_fn(gateway::normalize_path))
                 .wrap(from_fn(routes::envelope_bare_errors))
                 .wrap(from_fn(observe))
                 .wrap(from_fn(assign_request_id))
@@ -296,6 +299,13 @@ async fn observe(
     }
     let extensions = request.extensions();
     let request_id = extensions.get::<RequestId>().copied();
+    let client_ip = state.as_ref().and_then(|state| {
+        state
+            .settings
+            .server
+            .trusted_proxies
+            .client_ip(request.peer_addr(), request.headers())
+    });
     let organization_id = extensions
         .get::<crate::auth::AuthOutcome>()
         .and_then(|outcome| outcome.0.as_ref().ok())
@@ -307,6 +317,7 @@ async fn observe(
         status = status.as_u16(),
         latency_us = elapsed.as_micros() as u64,
         organization_id = organization_id.as_deref(),
+        client_ip = client_ip.map(tracing::field::display),
         "request"
     );
     drop(extensions);

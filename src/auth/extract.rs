@@ -102,7 +102,11 @@ pub async fn authenticate(
         .app_data::<web::Data<AppState>>()
         .expect("AppState is registered by the app factory")
         .clone();
-    let ip = req.peer_addr().map(|addr| addr.ip());
+    let ip = state
+        .settings
+        .server
+        .trusted_proxies
+        .client_ip(req.peer_addr(), req.headers());
     let throttled = ip
         .map(|ip| state.failed_auth.check(ip))
         .filter(|decision| !decision.allowed);

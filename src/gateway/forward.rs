@@ -1,14 +1,19 @@
-//! Forwarding, as named phases over one request: authorize → rate-limit → build the upstream
-//! request (rewrite headers) → forward → answer (and record errors). Bodies stream both ways.
+//! Forwarding as named phases over one request context (pingora's shape): request filter
+//! (authorize, rate-limit) → upstream request filter (rewrite headers) → forward → response
+//! filter → logging. Bodies stream both ways. The path was normalised before routing
+//! (`path.rs`), so the path forwarded is the path the route matched.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
-use awc::error::SendRequestError;
 
+use super::headers::{self, Forwarding};
+use super::upstream::{RequestBody, UpstreamError, UpstreamRequest, UpstreamResponse, Upstreams};
+use super::RateDecision;
 use crate::auth::{authenticate, authorize, Identity};
 use crate::configuration::GatewayRoute;
 use crate::domain::KeyType;
@@ -16,34 +21,15 @@ use crate::error::{ApiError, ErrorCode};
 use crate::request_id::{RequestId, REQUEST_ID_HEADER};
 use crate::startup::AppState;
 
-/// One configured route, as the handler needs it.
+/// One configured route, as the phases need it.
 struct Target {
     upstream: String,
     key_types: Vec<KeyType>,
     timeout: Duration,
+    /// Pass the upstream's `X-LogStitch-*` response headers to the client.
+    expose_logstitch_headers: bool,
     /// The metrics label: the configured prefix.
     label: String,
-}
-
-/// The HTTP client for upstreams; one per worker (it is not `Send`), pooling connections.
-pub struct Upstreams(pub awc::Client);
-
-impl Upstreams {
-    pub fn new() -> Upstreams {
-        Upstreams(
-            awc::Client::builder()
-                // Each route sets its own timeout; this only bounds connecting.
-                .timeout(Duration::from_secs(3600))
-                .disable_redirects()
-                .finish(),
-        )
-    }
-}
-
-impl Default for Upstreams {
-    fn default() -> Self {
-        Upstreams::new()
-    }
 }
 
 /// Registers one resource per route, matching the prefix at a segment boundary. Must be
@@ -58,6 +44,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, routes: &[GatewayRoute]) {
                 .filter_map(|name| KeyType::from_name(name))
                 .collect(),
             timeout: Duration::from_millis(route.timeout_ms),
+            expose_logstitch_headers: route.expose_logstitch_headers,
             label: route.prefix.clone(),
         };
         cfg.service(
@@ -69,6 +56,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, routes: &[GatewayRoute]) {
     }
 }
 
+/// What the phases learn about one request, in the order they learn it.
+struct ForwardCtx {
+    identity: Identity,
+    rate: RateDecision,
+    request_id: RequestId,
+    /// The TCP peer, as appended to the forwarding headers.
+    peer: Option<IpAddr>,
+}
+
 async fn forward(
     req: HttpRequest,
     payload: web::Payload,
@@ -77,127 +73,135 @@ async fn forward(
     state: web::Data<AppState>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let identity = authorize(&req, |key_type| target.key_types.contains(&key_type))?;
-    let decision = state.key_rate_limits.take(&identity);
-    if !decision.allowed {
+    let ctx = request_filter(&req, &target, &state, request_id)?;
+    let upstream = upstream_request(&req, &target, &state, &ctx, payload);
+    let response = upstreams
+        .send(upstream)
+        .await
+        .map_err(|error| logged(error, &target, &state))?;
+    Ok(response_filter(response, &target, &ctx))
+}
+
+/// Answers early: the key's type must be admitted by the route, and the key within its rate.
+fn request_filter(
+    req: &HttpRequest,
+    target: &Target,
+    state: &AppState,
+    request_id: RequestId,
+) -> Result<ForwardCtx, ApiError> {
+    let identity = authorize(req, |key_type| target.key_types.contains(&key_type))?;
+    let rate = state.key_rate_limits.take(&identity);
+    if !rate.allowed {
         state.metrics.rate_limited.with_label_values(&["key"]).inc();
         return Err(ApiError::new(
             ErrorCode::RateLimited,
             "Rate limit exceeded for this key; retry after the time in Retry-After",
         )
-        .with_headers(decision.headers()));
+        .with_headers(rate.headers()));
     }
-
-    let upstream = upstream_request(&req, &target, &upstreams.0, &identity, request_id);
-    let sent = match content_length(req.headers()) {
-        Some(length) => upstream.send_body(SizedStream::new(length, payload)).await,
-        None if has_body(req.headers()) => upstream.send_stream(payload).await,
-        None => upstream.send().await,
-    };
-    let response = sent.map_err(|error| upstream_error(error, &target, &state))?;
-
-    let mut answer = HttpResponse::build(response.status());
-    copy_end_to_end_headers(response.headers(), |name, value| {
-        answer.append_header((name.clone(), value.clone()));
-    });
-    for (name, value) in decision.headers() {
-        answer.insert_header((name, value));
-    }
-    Ok(match content_length(response.headers()) {
-        Some(length) => answer.body(SizedStream::new(length, response)),
-        None => answer.streaming(response),
+    Ok(ForwardCtx {
+        identity,
+        rate,
+        request_id,
+        peer: req.peer_addr().map(|addr| addr.ip()),
     })
 }
 
-/// The request as the upstream sees it: method, path, query, headers and body as the client
-/// sent them, minus `Authorization`, client-sent `X-LogStitch-*` and hop-by-hop headers, plus
-/// the caller's identity and the request id.
-fn upstream_request(
-    req: &HttpRequest,
+/// The request as the upstream sees it: method, normalised path, query, headers and body as
+/// the client sent them, minus `Authorization`, hop-by-hop headers, any header that reads as
+/// one of ours, and (unless enabled) names with `_`; plus the caller's identity, the request
+/// id and the forwarding headers.
+fn upstream_request<'a>(
+    req: &'a HttpRequest,
     target: &Target,
-    client: &awc::Client,
-    identity: &Identity,
-    request_id: RequestId,
-) -> awc::ClientRequest {
+    state: &AppState,
+    ctx: &ForwardCtx,
+    payload: web::Payload,
+) -> UpstreamRequest<'a> {
     let path = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let mut upstream = client
-        .request(req.method().clone(), format!("{}{}", target.upstream, path))
-        .timeout(target.timeout)
-        .no_decompress();
-    copy_end_to_end_headers(req.headers(), |name, value| {
-        let forbidden = name == header::AUTHORIZATION
-            || name == REQUEST_ID_HEADER
-            || name.as_str().starts_with("x-logstitch-");
-        if !forbidden {
-            upstream.headers_mut().append(name.clone(), value.clone());
+    let underscores = state.settings.gateway.forward_underscore_headers;
+    let mut kept = Vec::with_capacity(req.headers().len());
+    headers::for_each_end_to_end(req.headers(), |name, value| {
+        if headers::forwards_request_header(name, underscores) {
+            kept.push((name, value));
         }
     });
-    let headers = upstream.headers_mut();
-    for (name, value) in identity.headers() {
+    let mut added: Vec<(HeaderName, HeaderValue)> = ctx
+        .identity
+        .headers()
+        .into_iter()
         // A master key has no project: no project header rather than an empty one.
-        if !value.is_empty() {
-            headers.insert(name, value);
-        }
-    }
-    headers.insert(
-        REQUEST_ID_HEADER,
-        HeaderValue::from_str(request_id.as_str()).expect("request ids are valid header values"),
-    );
-    upstream
-}
-
-/// Calls `keep` for every header except hop-by-hop ones (RFC 9110 §7.6.1: `Connection`, the
-/// fields it names, and the classic list) and the framing headers the body type sets itself.
-fn copy_end_to_end_headers(headers: &HeaderMap, mut keep: impl FnMut(&HeaderName, &HeaderValue)) {
-    let named_by_connection: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|(_, value)| !value.is_empty())
         .collect();
-    for (name, value) in headers {
-        let hop_by_hop = matches!(
-            name.as_str(),
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-                | "content-length"
-        ) || named_by_connection.iter().any(|n| n == name.as_str());
-        if !hop_by_hop {
-            keep(name, value);
-        }
+    added.push((
+        REQUEST_ID_HEADER,
+        HeaderValue::from_str(ctx.request_id.as_str())
+            .expect("request ids are valid header values"),
+    ));
+    if let Some(peer) = ctx.peer {
+        let forwarding = Forwarding {
+            peer,
+            peer_is_trusted: state.settings.server.trusted_proxies.contains(peer),
+        };
+        added.extend(forwarding.headers(req.headers()));
+    }
+    UpstreamRequest {
+        method: req.method(),
+        url: format!("{}{}", target.upstream, path),
+        headers: kept,
+        added,
+        body: request_body(req.headers(), payload),
+        timeout: target.timeout,
     }
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+fn request_body(headers: &HeaderMap, payload: web::Payload) -> RequestBody {
+    // The HTTP parser has already refused conflicting framing (two Content-Lengths, or one
+    // with Transfer-Encoding), so at most one of these applies.
+    match content_length(headers) {
+        Some(length) => RequestBody::Streamed {
+            payload,
+            length: Some(length),
+        },
+        None if headers.contains_key(header::TRANSFER_ENCODING) => RequestBody::Streamed {
+            payload,
+            length: None,
+        },
+        None => RequestBody::Empty,
+    }
 }
 
-fn has_body(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING)
+/// The upstream's answer to the client: status and end-to-end headers, minus any
+/// `X-LogStitch-*` unless the route exposes them, plus this key's rate-limit headers.
+fn response_filter(response: UpstreamResponse, target: &Target, ctx: &ForwardCtx) -> HttpResponse {
+    let mut answer = HttpResponse::build(response.status);
+    headers::for_each_end_to_end(&response.headers, |name, value| {
+        if headers::forwards_response_header(name, target.expose_logstitch_headers) {
+            answer.append_header((name.clone(), value.clone()));
+        }
+    });
+    for (name, value) in ctx.rate.headers() {
+        answer.insert_header((name, value));
+    }
+    match response.content_length {
+        Some(length) => answer.body(SizedStream::new(length, response.body)),
+        None => answer.streaming(response.body),
+    }
 }
 
-fn upstream_error(error: SendRequestError, target: &Target, state: &AppState) -> ApiError {
+/// Logging phase for failures: counted per route and kind, logged with the cause.
+fn logged(error: UpstreamError, target: &Target, state: &AppState) -> ApiError {
     let (kind, code, message) = match error {
-        SendRequestError::Timeout => (
+        UpstreamError::Timeout(_) => (
             "timeout",
             ErrorCode::UpstreamTimeout,
             "The upstream service did not answer in time",
         ),
-        _ => (
+        UpstreamError::Unavailable(_) => (
             "unavailable",
             ErrorCode::UpstreamUnavailable,
             "The upstream service is unavailable",
@@ -212,30 +216,11 @@ fn upstream_error(error: SendRequestError, target: &Target, state: &AppState) ->
     ApiError::new(code, message)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_are_dropped() {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
-            ("connection", "keep-alive, x-private"),
-            ("keep-alive", "timeout=5"),
-            ("x-private", "1"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "h2c"),
-            ("x-kept", "yes"),
-            ("accept", "application/json"),
-        ] {
-            headers.append(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
-        }
-        let mut kept = Vec::new();
-        copy_end_to_end_headers(&headers, |name, _| kept.push(name.as_str().to_owned()));
-        kept.sort();
-        assert_eq!(kept, ["accept", "x-kept"]);
-    }
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }

@@ -1,7 +1,7 @@
 //! Bad input, each one a test: every case answers in the error envelope (validation errors
 //! with `details: [{field, message}]`), changes nothing, and never produces a 5xx.
 
-use awc::http::{Method, StatusCode};
+use actix_web::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use awc::http::{Method, StatusCode};
+use actix_web::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -376,7 +376,7 @@ fn free_port() -> u16 {
 
 /// Waits for `/readyz` on `port` to answer 200.
 async fn wait_ready(served: &mut Served, port: u16) {
-    let client = awc::Client::builder()
+    let client = crate::http_client::Client::builder()
         .timeout(Duration::from_secs(2))
         .finish();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -399,7 +399,7 @@ async fn wait_ready(served: &mut Served, port: u16) {
 }
 
 async fn admin_create_org(port: u16, token: &str) -> (StatusCode, Value) {
-    let client = awc::Client::builder()
+    let client = crate::http_client::Client::builder()
         .timeout(Duration::from_secs(10))
         .finish();
     let mut response = client
@@ -430,7 +430,7 @@ async fn serve_migrates_then_serves_on_the_given_address() {
     let (status, body) = admin_create_org(port, "serve-test-token").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let master_key = body["master_key"].as_str().unwrap();
-    let client = awc::Client::default();
+    let client = crate::http_client::Client::default();
     let response = client
         .get(format!("http://127.0.0.1:{port}/api/v1/keys"))
         .insert_header(("Authorization", format!("Bearer {master_key}")))
@@ -512,7 +512,7 @@ async fn served_keys_never_appear_in_the_logs() {
     let (status, org) = admin_create_org(port, "log-test-token").await;
     assert_eq!(status, StatusCode::CREATED, "{org}");
     let master_key = org["master_key"].as_str().unwrap().to_owned();
-    let client = awc::Client::default();
+    let client = crate::http_client::Client::default();
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let bearer = |key: &str| ("Authorization", format!("Bearer {key}"));
     let mut created = client

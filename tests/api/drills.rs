@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::http_client::{ConnectError, SendRequestError};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, App, HttpResponse, HttpServer};
-use awc::error::{ConnectError, SendRequestError};
-use awc::http::{Method, StatusCode};
 use logstitch_gateway::configuration::Settings;
 use logstitch_gateway::domain::{ApiKey, KeyType};
 use secrecy::SecretString;
@@ -319,7 +319,9 @@ async fn drill_1b_postgres_fast_shutdown_mid_transaction_answers_503() {
             create_body(&org, "in flight at shutdown"),
         );
         actix_rt::spawn(async move {
-            let client = awc::Client::builder().timeout(GIVE_UP_AFTER).finish();
+            let client = crate::http_client::Client::builder()
+                .timeout(GIVE_UP_AFTER)
+                .finish();
             let response = client
                 .post(url)
                 .insert_header(("Authorization", format!("Bearer {master}")))
@@ -697,13 +699,13 @@ struct Request {
     outcome: Outcome,
 }
 
-async fn send_and_classify(request: awc::ClientRequest) -> Outcome {
+async fn send_and_classify(request: crate::http_client::ClientRequest) -> Outcome {
     match request.send().await {
         Ok(mut response) => match response.body().await {
             Ok(_) => Outcome::Answered(response.status()),
             Err(error) => Outcome::Broken(format!("body: {error}")),
         },
-        // awc reports EOF before a response head as a connect error; it is not one.
+        // EOF before a response head is reported as a connect error; it is not one.
         Err(SendRequestError::Connect(ConnectError::Disconnected)) => {
             Outcome::Unanswered("closed before any response (EOF)".to_owned())
         }
@@ -719,7 +721,7 @@ async fn load_client(
     stop: Rc<Cell<bool>>,
     log: Rc<RefCell<Vec<Request>>>,
 ) {
-    let client = awc::Client::builder()
+    let client = crate::http_client::Client::builder()
         .timeout(Duration::from_secs(20))
         .finish();
     while !stop.get() {
@@ -772,7 +774,7 @@ async fn drill_4_sigterm_under_load_drains_in_flight_requests_and_flushes_last_u
     .await;
     let _ = std::fs::remove_file(&config);
     let base = served.base.clone();
-    let client = awc::Client::new();
+    let client = crate::http_client::Client::new();
 
     let org: Value = client
         .post(format!("{base}/admin/v1/organizations"))
@@ -837,7 +839,7 @@ async fn drill_4_sigterm_under_load_drains_in_flight_requests_and_flushes_last_u
         .map(|n| {
             let (base, key, slow_log) = (base.clone(), slow_key.clone(), slow_log.clone());
             actix_rt::spawn(async move {
-                let client = awc::Client::builder()
+                let client = crate::http_client::Client::builder()
                     .timeout(Duration::from_secs(20))
                     .finish();
                 let sent = Instant::now();
@@ -1024,7 +1026,7 @@ async fn drill_5_pool_exhausted_answers_503_within_the_wait_and_recovers() {
             create_body(&org, "held"),
         );
         actix_rt::spawn(async move {
-            let client = awc::Client::builder()
+            let client = crate::http_client::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .finish();
             let response = client

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use awc::http::{Method, StatusCode};
 use futures_util::StreamExt;
 use logstitch_gateway::configuration::{GatewayRoute, RateLimitOverride, Settings};
 use serde_json::{json, Value};
@@ -100,6 +100,7 @@ fn route(prefix: &str, upstream: &str, key_types: &[&str], timeout_ms: u64) -> G
         upstream: upstream.to_owned(),
         key_types: key_types.iter().map(|t| t.to_string()).collect(),
         timeout_ms,
+        expose_logstitch_headers: false,
     }
 }
 

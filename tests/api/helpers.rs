@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
+use actix_web::http::{header::HeaderMap, Method, StatusCode};
 use actix_web::web;
-use awc::http::{header::HeaderMap, Method, StatusCode};
 use logstitch_gateway::configuration::Settings;
 use logstitch_gateway::startup::{AppState, Application, StopHandle};
 use secrecy::{ExposeSecret, SecretString};
@@ -109,7 +109,7 @@ pub struct TestApp {
     pub db: Arc<TestDatabase>,
     pub state: web::Data<AppState>,
     pub admin_token: String,
-    pub client: awc::Client,
+    pub client: crate::http_client::Client,
     server: StopHandle,
 }
 
@@ -187,7 +187,7 @@ impl TestApp {
             db,
             state,
             admin_token,
-            client: awc::Client::builder()
+            client: crate::http_client::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))
                 .finish(),
             server,
@@ -231,7 +231,7 @@ impl TestApp {
         for (name, value) in headers {
             request = request.insert_header((
                 *name,
-                awc::http::header::HeaderValue::from_bytes(value).expect("header value"),
+                actix_web::http::header::HeaderValue::from_bytes(value).expect("header value"),
             ));
         }
         read_reply(request.send_body(body).await.expect("request sent")).await
@@ -343,10 +343,7 @@ impl TestApp {
     }
 }
 
-async fn read_reply<S>(mut response: awc::ClientResponse<S>) -> Reply
-where
-    S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
-{
+async fn read_reply(mut response: crate::http_client::ClientResponse) -> Reply {
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response
@@ -565,10 +562,7 @@ impl TestApp {
 }
 
 /// Reads a response sent some other way (a streamed body, a custom client) into a `Reply`.
-pub async fn read_whole<S>(response: awc::ClientResponse<S>) -> Reply
-where
-    S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
-{
+pub async fn read_whole(response: crate::http_client::ClientResponse) -> Reply {
     read_reply(response).await
 }
 
@@ -701,7 +695,7 @@ pub async fn serve_binary(configure: impl FnOnce(&mut std::process::Command)) ->
         }
     };
     let base = format!("http://127.0.0.1:{port}");
-    let client = awc::Client::new();
+    let client = crate::http_client::Client::new();
     let ready = eventually(std::time::Duration::from_secs(10), || async {
         matches!(
             client.get(format!("{base}/readyz")).send().await,
@@ -768,7 +762,9 @@ pub async fn try_timed(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> Result<(Reply, std::time::Duration), String> {
-    let client = awc::Client::builder().timeout(GIVE_UP_AFTER).finish();
+    let client = crate::http_client::Client::builder()
+        .timeout(GIVE_UP_AFTER)
+        .finish();
     let mut request = client.request(method.clone(), format!("{}{}", app.address, path));
     if let Some(token) = token {
         request = request.insert_header(("Authorization", format!("Bearer {token}")));

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use awc::http::StatusCode;
+use actix_web::http::StatusCode;
 use futures_util::future::join_all;
 use logstitch_gateway::domain::{ApiKey, KeyType};
 use serde_json::Value;
@@ -99,7 +99,12 @@ async fn verify_answers_the_identity_in_body_and_headers() {
 
     // Errors, in the envelope.
     let missing = app
-        .request(awc::http::Method::GET, "/api/v1/auth/verify", None, None)
+        .request(
+            actix_web::http::Method::GET,
+            "/api/v1/auth/verify",
+            None,
+            None,
+        )
         .await;
     assert_error(&missing, StatusCode::UNAUTHORIZED, "unauthorized");
     assert!(missing.headers.get("X-LogStitch-Key-Id").is_none());

@@ -7,6 +7,7 @@ mod drills;
 mod gateway;
 mod helpers;
 mod hot_path;
+mod http_client;
 mod keys;
 mod multi_instance;
 mod observability;

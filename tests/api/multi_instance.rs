@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use awc::http::StatusCode;
+use actix_web::http::StatusCode;
 use futures_util::future::join_all;
 
 use crate::helpers::{
@@ -123,7 +123,7 @@ async fn a_revoke_while_b_reconnects_is_never_served_from_b_cache() {
     actix_rt::time::sleep(Duration::from_millis(200)).await;
     // The listener is down and waits 1.5 s before reconnecting.
     let readyz = b
-        .request(awc::http::Method::GET, "/readyz", None, None)
+        .request(actix_web::http::Method::GET, "/readyz", None, None)
         .await;
     assert_error(
         &readyz,
@@ -257,7 +257,7 @@ async fn no_2xx_begins_after_the_revoke_returned() {
     let client = |instance: &'static str, app: &TestApp| {
         let (returned, key) = (returned.clone(), key.clone());
         let (http, url) = (
-            awc::Client::builder()
+            crate::http_client::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .finish(),
             format!("{}/api/v1/auth/verify", app.address),

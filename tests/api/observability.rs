@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use awc::http::{Method, StatusCode};
+use actix_web::http::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::helpers::{serve_binary, spawn_app, spawn_app_with, TestDatabase};
@@ -104,7 +104,7 @@ async fn the_binary_logs_json_request_lines_without_keys_and_flushes_on_sigterm(
             .env("RUST_LOG", "debug");
     })
     .await;
-    let client = awc::Client::new();
+    let client = crate::http_client::Client::new();
     let base = served.base.clone();
     let mut created = client
         .post(format!("{base}/admin/v1/organizations"))

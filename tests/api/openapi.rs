@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use awc::http::{Method, StatusCode};
+use actix_web::http::{Method, StatusCode};
 use logstitch_gateway::error::ErrorCode;
 use serde_json::{json, Value};
 use uuid::Uuid;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use awc::http::{Method, StatusCode};
+use actix_web::http::{Method, StatusCode};
 use logstitch_gateway::domain::{ApiKey, KeyType};
 use secrecy::SecretString;
 use serde_json::{json, Value};

@@ -10,8 +10,8 @@ use std::net::{Shutdown, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, App, HttpResponse, HttpServer};
-use awc::http::{Method, StatusCode};
 use logstitch_gateway::domain::{ApiKey, KeyType};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
@@ -305,7 +305,7 @@ async fn no_secret_in_the_logs_at_trace_level() {
     .await;
     let _ = std::fs::remove_file(&config_path);
 
-    let client = awc::Client::builder()
+    let client = crate::http_client::Client::builder()
         .timeout(Duration::from_secs(20))
         .finish();
     let base = served.base.clone();
@@ -2203,7 +2203,7 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
     .await;
     // The readiness checks left a pooled keep-alive connection in the test client: drop the
     // client (and with it that connection) so the two slots are ours.
-    app.client = awc::Client::new();
+    app.client = crate::http_client::Client::new();
     let port = app.port;
     let result = blocking(move || {
         std::thread::sleep(Duration::from_millis(200));

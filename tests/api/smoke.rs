@@ -1,6 +1,6 @@
 //! The seed's three calls, end to end.
 
-use awc::http::StatusCode;
+use actix_web::http::StatusCode;
 
 use crate::helpers::spawn_app;
 
