@@ -17,11 +17,12 @@ use crate::helpers::{spawn_app_with, TestApp, TestDatabase};
 
 const BIG: usize = 8 * 1024 * 1024;
 
-/// A small upstream: `…/slow` sleeps, `…/big` streams 8 MiB, anything else echoes what it
+/// A small upstream: `…/slow` sleeps, `…/big` streams 8 MiB, `…/leaky` sets `X-LogStitch-*`
+/// response headers, anything else echoes what it
 /// received as JSON. Counts every request it sees.
-struct Upstream {
-    url: String,
-    hits: Arc<AtomicUsize>,
+pub struct Upstream {
+    pub url: String,
+    pub hits: Arc<AtomicUsize>,
 }
 
 async fn echo(
@@ -37,6 +38,14 @@ async fn echo(
     let path = req.path();
     if path.ends_with("/slow") {
         actix_rt::time::sleep(Duration::from_secs(3)).await;
+    }
+    if path.ends_with("/leaky") {
+        // An upstream that sets our header names, in both spellings.
+        return HttpResponse::Ok()
+            .insert_header(("x-logstitch-internal", "upstream-secret"))
+            .insert_header(("x_logstitch_debug", "upstream-secret"))
+            .insert_header(("x-upstream", "leaky"))
+            .finish();
     }
     if path.ends_with("/big") {
         let chunks = (0..BIG / 65536)
@@ -72,7 +81,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn start_upstream() -> Upstream {
+pub fn start_upstream() -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
@@ -94,7 +103,7 @@ fn start_upstream() -> Upstream {
     }
 }
 
-fn route(prefix: &str, upstream: &str, key_types: &[&str], timeout_ms: u64) -> GatewayRoute {
+pub fn route(prefix: &str, upstream: &str, key_types: &[&str], timeout_ms: u64) -> GatewayRoute {
     GatewayRoute {
         prefix: prefix.to_owned(),
         upstream: upstream.to_owned(),
@@ -118,7 +127,7 @@ async fn gateway(upstream: &Upstream, customize: impl FnOnce(&mut Settings)) -> 
     .await
 }
 
-fn header<'a>(seen: &'a Value, name: &str) -> Vec<&'a str> {
+pub fn header<'a>(seen: &'a Value, name: &str) -> Vec<&'a str> {
     seen["headers"]
         .as_array()
         .unwrap()

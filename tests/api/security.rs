@@ -5,8 +5,8 @@
 //! Raw-socket tests speak HTTP/1.1 over `std::net::TcpStream` on a blocking thread, so every
 //! byte and every timing is the test's own, and the actix test runtime stays free.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::Write;
+use std::net::Shutdown;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::helpers::{
     assert_error, serve_binary, spawn_app, spawn_app_with, Reply, TestApp, TestDatabase,
 };
+use crate::raw_http::{blocking, connect, raw_exchange, read_raw_reply, RawReply};
 
 // ---------------------------------------------------------------------------------------------
 // Secrets and how to look for them
@@ -82,142 +83,6 @@ fn with_last_char_changed(key: &str) -> String {
     let last = chars.len() - 1;
     chars[last] = if chars[last] == 'a' { 'b' } else { 'a' };
     chars.into_iter().collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw HTTP/1.1 over a blocking TcpStream
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Default)]
-struct RawReply {
-    /// None when no status line arrived in time.
-    status: Option<u16>,
-    head: String,
-    body: Vec<u8>,
-    /// The server closed (or reset) the connection.
-    closed: bool,
-    /// From the start of reading to the reply (or the close, or giving up).
-    elapsed: Duration,
-}
-
-impl RawReply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn text(&self) -> String {
-        format!(
-            "{}\r\n\r\n{}",
-            self.head,
-            String::from_utf8_lossy(&self.body)
-        )
-    }
-}
-
-/// Whether `buffer` holds a whole response: head, then Content-Length bytes of body.
-fn parse_complete(buffer: &[u8]) -> Option<(String, Vec<u8>)> {
-    let end = buffer.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
-    let length = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())
-                .flatten()
-        })
-        .unwrap_or(0);
-    let body = &buffer[end + 4..];
-    (body.len() >= length).then(|| (head, body[..length].to_vec()))
-}
-
-/// Reads one response, for at most `within`.
-fn read_raw_reply(stream: &mut TcpStream, within: Duration) -> RawReply {
-    let started = Instant::now();
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let mut closed = false;
-    loop {
-        if let Some((head, body)) = parse_complete(&buffer) {
-            let status = head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|code| code.parse().ok());
-            return RawReply {
-                status,
-                head,
-                body,
-                closed: false,
-                elapsed: started.elapsed(),
-            };
-        }
-        let left = within.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            break;
-        }
-        stream.set_read_timeout(Some(left)).unwrap();
-        match stream.read(&mut chunk) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
-            Err(_) => {
-                closed = true;
-                break;
-            }
-        }
-    }
-    RawReply {
-        status: None,
-        head: String::from_utf8_lossy(&buffer).into_owned(),
-        body: Vec::new(),
-        closed,
-        elapsed: started.elapsed(),
-    }
-}
-
-fn connect(port: u16) -> TcpStream {
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_nodelay(true).unwrap();
-    stream
-}
-
-/// One request on a fresh connection (`Connection: close`), its reply read for at most 10 s.
-fn raw_exchange(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &[u8])],
-    body: &[u8],
-) -> RawReply {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n").into_bytes();
-    for (name, value) in headers {
-        request.extend_from_slice(name.as_bytes());
-        request.extend_from_slice(b": ");
-        request.extend_from_slice(value);
-        request.extend_from_slice(b"\r\n");
-    }
-    request.extend_from_slice(
-        format!(
-            "Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    request.extend_from_slice(body);
-    let mut stream = connect(port);
-    stream.write_all(&request).expect("send request");
-    read_raw_reply(&mut stream, Duration::from_secs(10))
-}
-
-/// Runs blocking socket work off the actix test runtime (which also drives the app's
-/// background tasks).
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(work)
-        .await
-        .expect("blocking task")
 }
 
 /// The error envelope, checked on a raw reply; `Err` says what is wrong.
