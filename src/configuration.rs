@@ -228,6 +228,17 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The compiled-in defaults alone: no file, no environment. Tests build on these, so a
+    /// developer's `LOGSTITCH_CONFIG` or `LOGSTITCH__*` can't change what they test.
+    pub fn defaults() -> Result<Settings, SettingsError> {
+        let settings: Settings = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
     /// Checks that types alone can't express.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let invalid = |setting, problem| Err(SettingsError::Invalid { setting, problem });
@@ -375,12 +386,7 @@ mod tests {
     use super::*;
 
     fn defaults() -> Settings {
-        Config::builder()
-            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
-            .build()
-            .unwrap()
-            .try_deserialize()
-            .unwrap()
+        Settings::defaults().unwrap()
     }
 
     #[test]

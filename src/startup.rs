@@ -4,14 +4,12 @@
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_rt::Arbiter;
-use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
-use actix_web::http::ConnectionType;
-use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, Error, HttpMessage, HttpServer};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
 use uuid::Uuid;
 
 use crate::actors::OrgActors;
@@ -20,10 +18,11 @@ use crate::auth::{AuthCache, LastUsedRecorder};
 use crate::configuration::Settings;
 use crate::gateway::{self, FailedAuthThrottle, KeyRateLimits};
 use crate::invalidation::{InvalidationListener, ListenerStatus, RevocationAcks};
-use crate::metrics::{Metrics, UNMATCHED_ROUTE};
-use crate::request_id::{assign_request_id, RequestId};
+use crate::metrics::Metrics;
+use crate::request_id::assign_request_id;
 use crate::routes;
 use crate::store::{run_migrations, Store};
+use crate::telemetry;
 
 /// What every handler can reach. Cheap to share: everything inside is a handle.
 pub struct AppState {
@@ -48,8 +47,57 @@ pub struct Application {
     /// The public server first, then the metrics-only one when configured.
     servers: Vec<Server>,
     state: web::Data<AppState>,
+    background: Background,
+}
+
+/// What runs beside the servers: the organization actors' arbiter, the invalidation listener
+/// and the lastUsedAt flusher. Stopped when dropped, so a start-up step that fails after it
+/// was created leaves nothing running.
+struct Background {
     arbiter: Arbiter,
-    background: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    fn new() -> Background {
+        Background {
+            arbiter: Arbiter::new(),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Starts the listener and the flusher; called last, when nothing can fail any more.
+    fn start(&mut self, state: &AppState, acks: Arc<RevocationAcks>) {
+        self.tasks.push(tokio::spawn(
+            InvalidationListener {
+                settings: state.settings.clone(),
+                instance_id: state.instance_id.clone(),
+                cache: state.auth_cache.clone(),
+                acks,
+                metrics: state.metrics.clone(),
+                status: state.listener.clone(),
+            }
+            .run(),
+        ));
+        let (recorder, store, metrics) = (
+            state.last_used.clone(),
+            state.store.clone(),
+            state.metrics.clone(),
+        );
+        let interval = Duration::from_millis(state.settings.last_used.flush_interval_ms);
+        self.tasks.push(tokio::spawn(async move {
+            recorder.run(store, metrics, interval).await
+        }));
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.arbiter.stop();
+    }
 }
 
 impl Application {
@@ -60,130 +108,40 @@ impl Application {
         Application::build_on(settings, listener).await
     }
 
+    /// Fallible steps first (migrations, binding, building the servers; a `Server` starts only
+    /// when first polled), then the background tasks: an error on the way leaks nothing.
     pub async fn build_on(
         settings: Settings,
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
         run_migrations(&settings.database).await?;
+        let metrics_listener = settings
+            .server
+            .metrics_listen
+            .map(TcpListener::bind)
+            .transpose()?;
         let settings = Arc::new(settings);
-        let instance_id = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let store = Store::connect(&settings.database)?;
-        let pool = store.pool().clone();
-        let metrics = Arc::new(Metrics::new());
-        let auth_cache = Arc::new(AuthCache::new(
-            cache_settings(&settings.auth),
-            Arc::new(store.clone()),
-            metrics.clone(),
-        ));
-        let last_used = Arc::new(LastUsedRecorder::new(settings.last_used.max_pending));
-        metrics.watch(pool, auth_cache.clone(), last_used.clone());
-        let listener_status = ListenerStatus::default();
-        let revocation_acks = Arc::new(RevocationAcks::default());
-
-        let mut background = Vec::new();
-        background.push(tokio::spawn(
-            InvalidationListener {
-                settings: settings.clone(),
-                instance_id: instance_id.clone(),
-                cache: auth_cache.clone(),
-                acks: revocation_acks.clone(),
-                metrics: metrics.clone(),
-                status: listener_status.clone(),
-            }
-            .run(),
-        ));
-        background.push(tokio::spawn({
-            let (recorder, store, metrics) = (last_used.clone(), store.clone(), metrics.clone());
-            let interval = Duration::from_millis(settings.last_used.flush_interval_ms);
-            async move { recorder.run(store, metrics, interval).await }
-        }));
-
-        let arbiter = Arbiter::new();
-        let org_actors = OrgActors::new(
-            arbiter.handle(),
-            store.clone(),
-            auth_cache.clone(),
-            revocation_acks,
-            metrics.clone(),
-            &settings,
-        );
-        let state = web::Data::new(AppState {
-            settings: settings.clone(),
-            store,
-            auth_cache,
-            org_actors,
-            last_used,
-            metrics,
-            listener: listener_status,
-            draining: AtomicBool::new(false),
-            key_rate_limits: KeyRateLimits::new(&settings.rate_limit),
-            failed_auth: FailedAuthThrottle::new(&settings.rate_limit),
-            instance_id,
-        });
+        let mut background = Background::new();
+        let acks = Arc::new(RevocationAcks::default());
+        let state = web::Data::new(app_state(settings, &background, acks.clone())?);
 
         let port = listener.local_addr()?.port();
-        let server_state = state.clone();
-        let options = routes::RouteOptions {
-            admin: settings.admin_token().is_some(),
-            metrics: settings.server.metrics_listen.is_none(),
+        let public = public_server(state.clone(), listener)?;
+        let (metrics_port, metrics) = match metrics_listener {
+            Some(listener) => (
+                Some(listener.local_addr()?.port()),
+                Some(metrics_server(state.clone(), listener)?),
+            ),
+            None => (None, None),
         };
-        let max_body = settings.server.max_body_bytes;
-        let body_timeout =
-            routes::BodyReadTimeout(Duration::from_millis(settings.server.body_read_timeout_ms));
-        let gateway_routes = settings.gateway.routes.clone();
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(server_state.clone())
-                .app_data(routes::json_config(max_body))
-                .app_data(body_timeout)
-                .app_data(web::Data::new(gateway::Upstreams::new()))
-                // Innermost: the path is normalised just before routing, and its refusal
-                // still gets a request id and a log line.
-                .wrap(from_fn(gateway::normalize_path))
-                .wrap(from_fn(routes::envelope_bare_errors))
-                .wrap(from_fn(observe))
-                .wrap(from_fn(assign_request_id))
-                .configure(|cfg| gateway::configure(cfg, &gateway_routes))
-                .configure(|cfg| routes::configure(cfg, options))
-                .default_service(web::to(routes::not_found))
-        })
-        .shutdown_timeout(10)
-        // Signals are ours (see `run_until_stopped`): SIGTERM drains before stopping.
-        .disable_signals()
-        .client_request_timeout(Duration::from_millis(
-            settings.server.client_request_timeout_ms,
-        ))
-        .keep_alive(Duration::from_secs(settings.server.keep_alive_secs))
-        .max_connections(settings.server.max_connections)
-        .listen(listener)?;
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
-        let mut servers = vec![server.run()];
-        let mut metrics_port = None;
-        if let Some(address) = settings.server.metrics_listen {
-            // Operators often keep /metrics off the public port; this listener serves only it.
-            let metrics_listener = TcpListener::bind(address)?;
-            metrics_port = Some(metrics_listener.local_addr()?.port());
-            let metrics_state = state.clone();
-            let metrics_server = HttpServer::new(move || {
-                App::new()
-                    .app_data(metrics_state.clone())
-                    .wrap(from_fn(assign_request_id))
-                    .configure(routes::configure_metrics)
-                    .default_service(web::to(routes::not_found))
-            })
-            .workers(1)
-            .disable_signals()
-            .listen(metrics_listener)?;
-            servers.push(metrics_server.run());
-        }
+
+        background.start(&state, acks);
+        let servers = std::iter::once(public).chain(metrics).collect();
         Ok(Application {
             port,
             metrics_port,
             servers,
             state,
-            arbiter,
             background,
         })
     }
@@ -225,10 +183,7 @@ impl Application {
             }
             Err(error) => tracing::warn!(error = ?error, "final lastUsedAt flush: no pool"),
         }
-        for task in &self.background {
-            task.abort();
-        }
-        self.arbiter.stop();
+        drop(self.background);
         results.into_iter().collect()
     }
 
@@ -271,61 +226,99 @@ impl StopHandle {
 
 pub use crate::invalidation::listener_application_name;
 
-/// Middleware: one metric sample and one log line per request. The route label is the
-/// matched pattern, never the raw path.
-async fn observe(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let started = Instant::now();
-    let mut response = next.call(req).await?;
-    let elapsed = started.elapsed();
-    let request = response.request();
-    let route = request.match_pattern();
-    let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
-    let status = response.status();
-    let state = request.app_data::<web::Data<AppState>>().cloned();
-    if let Some(state) = &state {
-        state
-            .metrics
-            .http_requests
-            .with_label_values(&[request.method().as_str(), route, status.as_str()])
-            .inc();
-        state
-            .metrics
-            .http_request_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
-    }
-    let extensions = request.extensions();
-    let request_id = extensions.get::<RequestId>().copied();
-    let client_ip = state.as_ref().and_then(|state| {
-        state
-            .settings
-            .server
-            .trusted_proxies
-            .client_ip(request.peer_addr(), request.headers())
-    });
-    let organization_id = extensions
-        .get::<crate::auth::AuthOutcome>()
-        .and_then(|outcome| outcome.0.as_ref().ok())
-        .map(|identity| identity.organization_id.to_string());
-    tracing::info!(
-        request_id = request_id.as_ref().map(RequestId::as_str),
-        method = %request.method(),
-        route,
-        status = status.as_u16(),
-        latency_us = elapsed.as_micros() as u64,
-        organization_id = organization_id.as_deref(),
-        client_ip = client_ip.map(tracing::field::display),
-        "request"
+/// The shared state: store, cache, actors, limits. Spawns nothing (actors start on demand).
+fn app_state(
+    settings: Arc<Settings>,
+    background: &Background,
+    acks: Arc<RevocationAcks>,
+) -> anyhow::Result<AppState> {
+    let instance_id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let store = Store::connect(&settings.database)?;
+    let metrics = Arc::new(Metrics::new());
+    let auth_cache = Arc::new(AuthCache::new(
+        cache_settings(&settings.auth),
+        Arc::new(store.clone()),
+        metrics.clone(),
+    ));
+    let last_used = Arc::new(LastUsedRecorder::new(settings.last_used.max_pending));
+    metrics.watch(store.pool().clone(), auth_cache.clone(), last_used.clone());
+    let org_actors = OrgActors::new(
+        background.arbiter.handle(),
+        store.clone(),
+        auth_cache.clone(),
+        acks,
+        metrics.clone(),
+        &settings,
     );
-    drop(extensions);
-    if state.is_some_and(|state| state.draining.load(Ordering::Acquire)) {
-        response
-            .response_mut()
-            .head_mut()
-            .set_connection_type(ConnectionType::Close);
+    Ok(AppState {
+        key_rate_limits: KeyRateLimits::new(&settings.rate_limit),
+        failed_auth: FailedAuthThrottle::new(&settings.rate_limit),
+        settings,
+        store,
+        auth_cache,
+        org_actors,
+        last_used,
+        metrics,
+        listener: ListenerStatus::default(),
+        draining: AtomicBool::new(false),
+        instance_id,
+    })
+}
+
+/// The public server: every route, behind request id → observe → bare-error envelope →
+/// path normalisation.
+fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
+    let settings = state.settings.clone();
+    let options = routes::RouteOptions {
+        admin: settings.admin_token().is_some(),
+        metrics: settings.server.metrics_listen.is_none(),
+    };
+    let max_body = settings.server.max_body_bytes;
+    let body_timeout =
+        routes::BodyReadTimeout(Duration::from_millis(settings.server.body_read_timeout_ms));
+    let gateway_routes = settings.gateway.routes.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(routes::json_config(max_body))
+            .app_data(body_timeout)
+            .app_data(web::Data::new(gateway::Upstreams::new()))
+            // Innermost: the path is normalised just before routing, and its refusal
+            // still gets a request id and a log line.
+            .wrap(from_fn(gateway::normalize_path))
+            .wrap(from_fn(routes::envelope_bare_errors))
+            .wrap(from_fn(telemetry::observe))
+            .wrap(from_fn(assign_request_id))
+            .configure(|cfg| gateway::configure(cfg, &gateway_routes))
+            .configure(|cfg| routes::configure(cfg, options))
+            .default_service(web::to(routes::not_found))
+    })
+    .shutdown_timeout(10)
+    // Signals are ours (see `run_until_stopped`): SIGTERM drains before stopping.
+    .disable_signals()
+    .client_request_timeout(Duration::from_millis(
+        settings.server.client_request_timeout_ms,
+    ))
+    .keep_alive(Duration::from_secs(settings.server.keep_alive_secs))
+    .max_connections(settings.server.max_connections)
+    .listen(listener)?;
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
     }
-    Ok(response)
+    Ok(server.run())
+}
+
+/// Operators often keep /metrics off the public port; this listener serves only it.
+fn metrics_server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(assign_request_id))
+            .configure(routes::configure_metrics)
+            .default_service(web::to(routes::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run())
 }

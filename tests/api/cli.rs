@@ -15,12 +15,7 @@ use crate::helpers::{assert_exact_fields, spawn_app_with, TestDatabase};
 
 /// The binary, with `DATABASE_URL` set to `db` and no LOGSTITCH settings inherited.
 fn gateway(db: &TestDatabase) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_logstitch-gateway"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("LOGSTITCH") {
-            command.env_remove(name);
-        }
-    }
+    let mut command = crate::helpers::binary();
     command
         .env("DATABASE_URL", &db.url)
         .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -16,10 +16,12 @@ use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 /// The server every test database is created on: `DATABASE_URL` (which `make test` sets),
-/// else the URL in config/default.toml.
+/// else the URL in config/default.toml. Nothing else of the environment is read.
 fn server_url() -> String {
-    let settings = Settings::load(None).expect("settings load");
-    settings.database.url.expose_secret().to_owned()
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        let settings = Settings::defaults().expect("default settings");
+        settings.database.url.expose_secret().to_owned()
+    })
 }
 
 /// A database of its own, dropped (connections and all) when the last handle goes.
@@ -113,9 +115,10 @@ pub struct TestApp {
     server: StopHandle,
 }
 
-/// Settings for a test instance: its database, port 0, a random admin token.
+/// Settings for a test instance: the compiled-in defaults (never the developer's
+/// `LOGSTITCH_CONFIG` or `LOGSTITCH__*`), its database, port 0, a random admin token.
 pub fn test_settings(db: &TestDatabase) -> Settings {
-    let mut settings = Settings::load(None).expect("settings load");
+    let mut settings = Settings::defaults().expect("default settings");
     settings.database.url = SecretString::from(db.url.clone());
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
     settings.server.workers = 2;
@@ -641,6 +644,17 @@ pub async fn spawn_isolated_pair(customize: impl Fn(&mut Settings)) -> (Isolated
     (a, b)
 }
 
+/// The real binary, with no LOGSTITCH settings inherited from the developer's environment.
+pub fn binary() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_logstitch-gateway"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LOGSTITCH") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// The real binary, `logstitch-gateway serve` on a port it picks, logging JSON, its stdout and
 /// stderr lines collected; ready (its `/readyz` answered 200) when returned.
 pub struct ServedBinary {
@@ -656,9 +670,9 @@ pub struct ServedBinary {
 /// URL, `--config`, log level…) to `serve --listen 127.0.0.1:0` with JSON logs.
 pub async fn serve_binary(configure: impl FnOnce(&mut std::process::Command)) -> ServedBinary {
     use std::io::{BufRead, BufReader, Read};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
-    let mut command = Command::new(env!("CARGO_BIN_EXE_logstitch-gateway"));
+    let mut command = binary();
     command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("LOGSTITCH__LOG__FORMAT", "json")

@@ -26,3 +26,23 @@ async fn create_list_revoke_as_the_seed_shows() {
     assert_eq!(revoked.body["revoked"], true);
     assert_eq!(app.verify(key).await.error_code(), "key_revoked");
 }
+
+/// Test instances are built from the compiled-in defaults only: a developer's settings file or
+/// `LOGSTITCH__*` variables (here: ones that would not even load) change nothing. Runs the seed
+/// test above in a child test process with such an environment.
+#[test]
+fn tests_ignore_the_developer_s_settings() {
+    let output = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--exact", "smoke::create_list_revoke_as_the_seed_shows"])
+        .env("LOGSTITCH_CONFIG", "/nonexistent/logstitch.toml")
+        .env("LOGSTITCH__SERVER__WORKERS", "not-a-number")
+        .env("LOGSTITCH__AUTH__CACHE_TTL_SECS", "-1")
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
