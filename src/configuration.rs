@@ -334,6 +334,28 @@ impl Settings {
             if route.timeout_ms == 0 {
                 return invalid("gateway.routes.timeout_ms", "must be at least 1");
             }
+            if crate::routes::BUILT_IN_PATHS
+                .iter()
+                .any(|path| crate::routes::overlaps(&route.prefix, path))
+            {
+                return invalid(
+                    "gateway.routes.prefix",
+                    "must not equal, contain or sit under a built-in route (/api/v1/keys, /api/v1/projects, /api/v1/auth/verify, /admin/v1/organizations, /healthz, /readyz, /metrics, /openapi.json)",
+                );
+            }
+        }
+        let mut prefixes: Vec<&str> = self
+            .gateway
+            .routes
+            .iter()
+            .map(|r| r.prefix.as_str())
+            .collect();
+        prefixes.sort_unstable();
+        if prefixes.windows(2).any(|pair| pair[0] == pair[1]) {
+            return invalid(
+                "gateway.routes.prefix",
+                "each prefix may be configured once",
+            );
         }
         if self.listener.heartbeat_ms == 0 {
             return invalid("listener.heartbeat_ms", "must be at least 1");
@@ -415,6 +437,35 @@ mod tests {
             .try_deserialize::<Settings>()
             .unwrap_err();
         assert!(error.to_string().contains("cache_ttl"), "{error}");
+    }
+
+    #[test]
+    fn gateway_prefixes_may_not_shadow_built_in_routes_or_repeat() {
+        let route = |prefix: &str| GatewayRoute {
+            prefix: prefix.to_owned(),
+            upstream: "http://127.0.0.1:9000".to_owned(),
+            key_types: vec!["project".to_owned()],
+            timeout_ms: 1000,
+            expose_logstitch_headers: false,
+        };
+        for bad in [
+            vec![route("/api/v1/keys")],
+            vec![route("/api/v1")],
+            vec![route("/api/v1/auth/verify/x")],
+            vec![route("/healthz")],
+            vec![route("/api/v1/events"), route("/api/v1/events")],
+        ] {
+            let mut settings = defaults();
+            settings.gateway.routes = bad;
+            let error = settings.validate().unwrap_err();
+            assert!(
+                error.to_string().contains("gateway.routes.prefix"),
+                "{error}"
+            );
+        }
+        let mut settings = defaults();
+        settings.gateway.routes = vec![route("/api/v1/events"), route("/api/v1/events/batch")];
+        settings.validate().unwrap();
     }
 
     #[test]

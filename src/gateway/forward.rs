@@ -32,9 +32,12 @@ struct Target {
     label: String,
 }
 
-/// Registers one resource per route, matching the prefix at a segment boundary. Must be
-/// configured before `/api/v1` so a prefix under it is found first.
-pub fn configure(cfg: &mut web::ServiceConfig, routes: &[GatewayRoute]) {
+/// Registers one resource per route, in the order given, matching each prefix at a segment
+/// boundary. `routes::configure` decides the order.
+pub fn configure<'a>(
+    cfg: &mut web::ServiceConfig,
+    routes: impl IntoIterator<Item = &'a GatewayRoute>,
+) {
     for route in routes {
         let target = Target {
             upstream: route.upstream.trim_end_matches('/').to_owned(),

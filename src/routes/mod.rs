@@ -31,7 +31,43 @@ pub struct RouteOptions {
     pub metrics: bool,
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig, options: RouteOptions) {
+/// The service's own routes (and everything under them). A gateway prefix may not equal,
+/// contain or sit under one of these (`Settings::validate`): a forwarded route must never
+/// shadow the key API, nor the key API a forwarded route.
+pub const BUILT_IN_PATHS: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/admin/v1/organizations",
+    "/api/v1/keys",
+    "/api/v1/projects",
+    "/api/v1/auth/verify",
+];
+
+/// Whether a gateway `prefix` would overlap `path`: equal, or one under the other at a
+/// segment boundary.
+pub fn overlaps(prefix: &str, path: &str) -> bool {
+    let under = |inner: &str, outer: &str| {
+        inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    under(prefix, path) || under(path, prefix)
+}
+
+/// The whole route table, in the one order that works: actix tries services in registration
+/// order and a scope does not fall through, so gateway prefixes (some under `/api/v1`) come
+/// before the `/api/v1` scope, longest prefix first so a nested prefix wins over its parent.
+/// Gateway prefixes never overlap the built-in routes (checked with the settings).
+pub fn configure(
+    cfg: &mut web::ServiceConfig,
+    options: RouteOptions,
+    gateway_routes: &[crate::configuration::GatewayRoute],
+) {
+    let mut by_specificity: Vec<_> = gateway_routes.iter().collect();
+    by_specificity.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+    crate::gateway::configure(cfg, by_specificity);
     health::configure(cfg);
     openapi::configure(cfg);
     if options.metrics {
@@ -88,4 +124,19 @@ pub async fn envelope_bare_errors(
 /// Unknown routes.
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("No such route"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_is_at_segment_boundaries() {
+        assert!(overlaps("/api/v1/keys", "/api/v1/keys"));
+        assert!(overlaps("/api/v1", "/api/v1/keys"));
+        assert!(overlaps("/api/v1/keys/x", "/api/v1/keys"));
+        assert!(!overlaps("/api/v1/keysx", "/api/v1/keys"));
+        assert!(!overlaps("/api/v1/events", "/api/v1/keys"));
+        assert!(!overlaps("/healthzz", "/healthz"));
+    }
 }

@@ -330,6 +330,50 @@ async fn upstream_logstitch_headers_reach_clients_only_where_a_route_exposes_the
     }
 }
 
+/// Route order is explicit: the most specific prefix wins whatever the settings' order, and
+/// a prefix under `/api/v1` is found before the key API's scope.
+#[actix_web::test]
+async fn the_longest_matching_prefix_wins_whatever_the_settings_order() {
+    let general = start_upstream();
+    let special = start_upstream();
+    let (general_url, special_url) = (general.url.clone(), special.url.clone());
+    let app = spawn_app_with(TestDatabase::create().await, move |settings| {
+        settings.gateway.routes = vec![
+            route("/api/v1/events", &general_url, &["project"], 2000),
+            route("/api/v1/events/special", &special_url, &["project"], 2000),
+        ];
+    })
+    .await;
+    let (_, key) = setup(&app).await;
+    for (path, to_special) in [
+        ("/api/v1/events/special/x", true),
+        ("/api/v1/events/special", true),
+        ("/api/v1/events/specialx", false),
+        ("/api/v1/events/x", false),
+    ] {
+        let before = (
+            general.hits.load(Ordering::SeqCst),
+            special.hits.load(Ordering::SeqCst),
+        );
+        let reply = app
+            .request(actix_web::http::Method::GET, path, Some(&key), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{path}");
+        let after = (
+            general.hits.load(Ordering::SeqCst),
+            special.hits.load(Ordering::SeqCst),
+        );
+        let expected = if to_special {
+            (before.0, before.1 + 1)
+        } else {
+            (before.0 + 1, before.1)
+        };
+        assert_eq!(after, expected, "{path}");
+    }
+    // The key API beside them is untouched.
+    assert_eq!(app.list_keys(&key).await.status, StatusCode::OK);
+}
+
 // --- §2 paths and framing ----------------------------------------------------------------------
 
 #[actix_web::test]

@@ -146,6 +146,29 @@ fn the_description_lists_exactly_the_served_operations() {
     );
 }
 
+/// The built-in route list that gateway prefixes are checked against covers every described
+/// path, and names nothing that isn't described.
+#[test]
+fn built_in_paths_are_exactly_the_described_ones() {
+    use logstitch_gateway::routes::{overlaps, BUILT_IN_PATHS};
+    let doc = description();
+    let described: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    for path in &described {
+        assert!(
+            BUILT_IN_PATHS
+                .iter()
+                .any(|built_in| overlaps(path, built_in)),
+            "{path} is not in routes::BUILT_IN_PATHS"
+        );
+    }
+    for built_in in BUILT_IN_PATHS {
+        assert!(
+            described.iter().any(|path| path == built_in),
+            "{built_in} is not described"
+        );
+    }
+}
+
 #[test]
 fn the_description_is_openapi_3_1() {
     let doc = description();
