@@ -23,6 +23,66 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// The `route` label of requests that matched no route: one value, so cardinality is bounded.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
+/// A metric label's values as an enum with an `ALL` list, so every value can be registered at
+/// zero at start-up (a dashboard shows 0, never "no data", for a counter that hasn't fired).
+macro_rules! label_values {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant),*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),*
+                }
+            }
+        }
+    };
+}
+
+label_values! {
+    /// `logstitch_auth_requests_total{result}`.
+    AuthResult {
+        Ok => "ok",
+        Missing => "missing",
+        Invalid => "invalid",
+        Revoked => "revoked",
+        Forbidden => "forbidden",
+        Throttled => "throttled",
+        Unavailable => "unavailable",
+    }
+}
+
+label_values! {
+    /// `logstitch_cache_invalidations_total{source}`.
+    InvalidationLabel {
+        Local => "local",
+        Notify => "notify",
+        Flush => "flush",
+    }
+}
+
+label_values! {
+    /// `logstitch_rate_limited_total{kind}`.
+    RateLimitedBy {
+        Key => "key",
+        Ip => "ip",
+    }
+}
+
+label_values! {
+    /// `logstitch_gateway_upstream_errors_total{kind}`.
+    UpstreamErrorKind {
+        Unavailable => "unavailable",
+        Timeout => "timeout",
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
@@ -184,24 +244,50 @@ impl Metrics {
             registry,
         };
         // Known label values start at 0, so dashboards show 0 rather than "no data".
-        for result in [
-            "ok",
-            "missing",
-            "invalid",
-            "revoked",
-            "forbidden",
-            "throttled",
-            "unavailable",
-        ] {
-            metrics.auth_requests.with_label_values(&[result]);
+        for result in AuthResult::ALL {
+            metrics.auth_requests.with_label_values(&[result.as_str()]);
         }
-        for source in ["local", "notify", "flush"] {
-            metrics.cache_invalidations.with_label_values(&[source]);
+        for source in InvalidationLabel::ALL {
+            metrics
+                .cache_invalidations
+                .with_label_values(&[source.as_str()]);
         }
-        for kind in ["key", "ip"] {
-            metrics.rate_limited.with_label_values(&[kind]);
+        for kind in RateLimitedBy::ALL {
+            metrics.rate_limited.with_label_values(&[kind.as_str()]);
         }
         metrics
+    }
+
+    /// Registers every (route, kind) of upstream errors at zero, for the configured routes.
+    pub fn register_gateway_routes<'a>(&self, prefixes: impl IntoIterator<Item = &'a str>) {
+        for prefix in prefixes {
+            for kind in UpstreamErrorKind::ALL {
+                self.gateway_upstream_errors
+                    .with_label_values(&[prefix, kind.as_str()]);
+            }
+        }
+    }
+
+    pub fn auth_result(&self, result: AuthResult) {
+        self.auth_requests
+            .with_label_values(&[result.as_str()])
+            .inc();
+    }
+
+    pub fn cache_invalidated(&self, source: InvalidationLabel) {
+        self.cache_invalidations
+            .with_label_values(&[source.as_str()])
+            .inc();
+    }
+
+    pub fn rate_limited(&self, by: RateLimitedBy) {
+        self.rate_limited.with_label_values(&[by.as_str()]).inc();
+    }
+
+    pub fn upstream_error(&self, route: &str, kind: UpstreamErrorKind) {
+        self.gateway_upstream_errors
+            .with_label_values(&[route, kind.as_str()])
+            .inc();
     }
 
     /// Adds the gauges read at scrape time from live state.
@@ -306,6 +392,41 @@ impl Collector for LiveState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_label_value_is_exported_at_zero_from_the_start() {
+        let metrics = Metrics::new();
+        metrics.register_gateway_routes(["/api/v1/events"]);
+        let text = metrics.render();
+        for result in AuthResult::ALL {
+            let series = format!(
+                "logstitch_auth_requests_total{{result=\"{}\"}} 0",
+                result.as_str()
+            );
+            assert!(text.contains(&series), "{series}");
+        }
+        for source in InvalidationLabel::ALL {
+            let series = format!(
+                "logstitch_cache_invalidations_total{{source=\"{}\"}} 0",
+                source.as_str()
+            );
+            assert!(text.contains(&series), "{series}");
+        }
+        for kind in RateLimitedBy::ALL {
+            let series = format!(
+                "logstitch_rate_limited_total{{kind=\"{}\"}} 0",
+                kind.as_str()
+            );
+            assert!(text.contains(&series), "{series}");
+        }
+        for kind in UpstreamErrorKind::ALL {
+            let series = format!(
+                "logstitch_gateway_upstream_errors_total{{kind=\"{}\",route=\"/api/v1/events\"}} 0",
+                kind.as_str()
+            );
+            assert!(text.contains(&series), "{series}");
+        }
+    }
 
     #[test]
     fn registries_are_independent() {

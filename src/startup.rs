@@ -235,6 +235,7 @@ fn app_state(
     let instance_id = Uuid::new_v4().simple().to_string()[..12].to_owned();
     let store = Store::connect(&settings.database)?;
     let metrics = Arc::new(Metrics::new());
+    metrics.register_gateway_routes(settings.gateway.routes.iter().map(|r| r.prefix.as_str()));
     let auth_cache = Arc::new(AuthCache::new(
         cache_settings(&settings.auth),
         Arc::new(store.clone()),

@@ -18,6 +18,7 @@ use crate::auth::{authenticate, authorize, Identity};
 use crate::configuration::GatewayRoute;
 use crate::domain::KeyType;
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::{RateLimitedBy, UpstreamErrorKind};
 use crate::request_id::{RequestId, REQUEST_ID_HEADER};
 use crate::startup::AppState;
 
@@ -95,7 +96,7 @@ fn request_filter(
     let identity = authorize(req, |key_type| target.key_types.contains(&key_type))?;
     let rate = state.key_rate_limits.take(&identity);
     if !rate.allowed {
-        state.metrics.rate_limited.with_label_values(&["key"]).inc();
+        state.metrics.rate_limited(RateLimitedBy::Key);
         return Err(ApiError::new(
             ErrorCode::RateLimited,
             "Rate limit exceeded for this key; retry after the time in Retry-After",
@@ -200,22 +201,18 @@ fn response_filter(response: UpstreamResponse, target: &Target, ctx: &ForwardCtx
 fn logged(error: UpstreamError, target: &Target, state: &AppState) -> ApiError {
     let (kind, code, message) = match error {
         UpstreamError::Timeout(_) => (
-            "timeout",
+            UpstreamErrorKind::Timeout,
             ErrorCode::UpstreamTimeout,
             "The upstream service did not answer in time",
         ),
         UpstreamError::Unavailable(_) => (
-            "unavailable",
+            UpstreamErrorKind::Unavailable,
             ErrorCode::UpstreamUnavailable,
             "The upstream service is unavailable",
         ),
     };
-    state
-        .metrics
-        .gateway_upstream_errors
-        .with_label_values(&[&target.label, kind])
-        .inc();
-    tracing::warn!(route = %target.label, kind, error = %error, "upstream request failed");
+    state.metrics.upstream_error(&target.label, kind);
+    tracing::warn!(route = %target.label, kind = kind.as_str(), error = %error, "upstream request failed");
     ApiError::new(code, message)
 }
 

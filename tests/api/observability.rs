@@ -194,3 +194,32 @@ async fn the_binary_logs_json_request_lines_without_keys_and_flushes_on_sigterm(
         .get::<_, i64>(0);
     assert_eq!(stored, 1, "lastUsedAt was not flushed on shutdown");
 }
+
+/// Counters that haven't fired yet are exported at 0 for every known label value (and every
+/// configured gateway route), so a dashboard panel shows 0, not "no data".
+#[actix_web::test]
+async fn labelled_counters_are_exported_at_zero_before_anything_happens() {
+    let app = spawn_app_with(TestDatabase::create().await, |settings| {
+        settings.gateway.routes = vec![crate::gateway::route(
+            "/api/v1/events",
+            "http://127.0.0.1:9",
+            &["project"],
+            1000,
+        )];
+    })
+    .await;
+    let scrape = app.request(Method::GET, "/metrics", None, None).await.text;
+    for series in [
+        r#"logstitch_gateway_upstream_errors_total{kind="timeout",route="/api/v1/events"} 0"#,
+        r#"logstitch_gateway_upstream_errors_total{kind="unavailable",route="/api/v1/events"} 0"#,
+        r#"logstitch_rate_limited_total{kind="key"} 0"#,
+        r#"logstitch_rate_limited_total{kind="ip"} 0"#,
+        r#"logstitch_auth_requests_total{result="unavailable"} 0"#,
+        r#"logstitch_cache_invalidations_total{source="notify"} 0"#,
+    ] {
+        assert!(
+            scrape.lines().any(|line| line == series),
+            "{series} missing:\n{scrape}"
+        );
+    }
+}
