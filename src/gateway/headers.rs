@@ -263,62 +263,81 @@ mod tests {
         assert_eq!(kept, ["accept", "x-kept"]);
     }
 
+    /// (client headers, peer, trusted?) → the four forwarding headers, in order:
+    /// X-Forwarded-For, -Proto, -Host, Forwarded.
     #[test]
-    fn an_untrusted_peer_is_appended_and_its_proto_and_host_claims_ignored() {
-        let client = map(&[
-            ("host", "gateway.test"),
-            ("x-forwarded-for", "203.0.113.9"),
-            ("x-forwarded-proto", "https"),
-            ("x-forwarded-host", "evil.test"),
-        ]);
-        let out = Forwarding {
-            peer: "192.0.2.1".parse().unwrap(),
-            peer_is_trusted: false,
-        }
-        .headers(&client);
-        assert_eq!(get(&out, "x-forwarded-for"), "203.0.113.9, 192.0.2.1");
-        assert_eq!(get(&out, "x-forwarded-proto"), "http");
-        assert_eq!(get(&out, "x-forwarded-host"), "gateway.test");
-        assert_eq!(
-            get(&out, "forwarded"),
-            "for=192.0.2.1;proto=http;host=gateway.test"
+    fn forwarding_headers_extend_the_client_s_and_believe_only_a_trusted_peer() {
+        type Case = (
+            &'static [(&'static str, &'static str)],
+            &'static str,
+            bool,
+            [&'static str; 4],
         );
-    }
-
-    #[test]
-    fn a_trusted_proxy_s_proto_and_host_are_kept_and_lists_extended() {
-        let client = map(&[
-            ("host", "internal:8080"),
-            ("x-forwarded-for", "198.51.100.7"),
-            ("x-forwarded-for", "10.0.0.2"),
-            ("x-forwarded-proto", "https"),
-            ("x-forwarded-host", "api.example.com"),
-            ("forwarded", "for=198.51.100.7"),
-        ]);
-        let out = Forwarding {
-            peer: "::1".parse().unwrap(),
-            peer_is_trusted: true,
+        let cases: &[Case] = &[
+            // An untrusted peer is appended; its proto and host claims are ignored.
+            (
+                &[
+                    ("host", "gateway.test"),
+                    ("x-forwarded-for", "203.0.113.9"),
+                    ("x-forwarded-proto", "https"),
+                    ("x-forwarded-host", "evil.test"),
+                ],
+                "192.0.2.1",
+                false,
+                [
+                    "203.0.113.9, 192.0.2.1",
+                    "http",
+                    "gateway.test",
+                    "for=192.0.2.1;proto=http;host=gateway.test",
+                ],
+            ),
+            // A trusted proxy's proto and host are kept; lists are extended; IPv6 quoted.
+            (
+                &[
+                    ("host", "internal:8080"),
+                    ("x-forwarded-for", "198.51.100.7"),
+                    ("x-forwarded-for", "10.0.0.2"),
+                    ("x-forwarded-proto", "https"),
+                    ("x-forwarded-host", "api.example.com"),
+                    ("forwarded", "for=198.51.100.7"),
+                ],
+                "::1",
+                true,
+                [
+                    "198.51.100.7, 10.0.0.2, ::1",
+                    "https",
+                    "api.example.com",
+                    "for=198.51.100.7, for=\"[::1]\";proto=https;host=api.example.com",
+                ],
+            ),
+            // A host with a port is not a token: quoted in Forwarded.
+            (
+                &[("host", "localhost:8080")],
+                "127.0.0.1",
+                false,
+                [
+                    "127.0.0.1",
+                    "http",
+                    "localhost:8080",
+                    "for=127.0.0.1;proto=http;host=\"localhost:8080\"",
+                ],
+            ),
+        ];
+        for (client, peer, trusted, expected) in cases {
+            let out = Forwarding {
+                peer: peer.parse().unwrap(),
+                peer_is_trusted: *trusted,
+            }
+            .headers(&map(client));
+            let names = [
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "forwarded",
+            ];
+            for (name, value) in names.iter().zip(expected) {
+                assert_eq!(get(&out, name), *value, "{name} for {client:?}");
+            }
         }
-        .headers(&client);
-        assert_eq!(get(&out, "x-forwarded-for"), "198.51.100.7, 10.0.0.2, ::1");
-        assert_eq!(get(&out, "x-forwarded-proto"), "https");
-        assert_eq!(get(&out, "x-forwarded-host"), "api.example.com");
-        assert_eq!(
-            get(&out, "forwarded"),
-            "for=198.51.100.7, for=\"[::1]\";proto=https;host=api.example.com"
-        );
-    }
-
-    #[test]
-    fn a_host_with_a_port_is_quoted_in_forwarded() {
-        let out = Forwarding {
-            peer: "127.0.0.1".parse().unwrap(),
-            peer_is_trusted: false,
-        }
-        .headers(&map(&[("host", "localhost:8080")]));
-        assert_eq!(
-            get(&out, "forwarded"),
-            "for=127.0.0.1;proto=http;host=\"localhost:8080\""
-        );
     }
 }

@@ -199,24 +199,27 @@ mod tests {
     }
 
     #[test]
-    fn dot_segments_are_removed_in_every_spelling() {
-        assert_eq!(ok("/api/v1/open/../events/x"), "/api/v1/events/x");
-        assert_eq!(ok("/api/v1/open/%2e%2e/events/x"), "/api/v1/events/x");
-        assert_eq!(ok("/api/v1/open/.%2E/events/x"), "/api/v1/events/x");
-        assert_eq!(ok("/api/v1/open/%2E./events"), "/api/v1/events");
-        assert_eq!(ok("/api/./v1/%2e/events"), "/api/v1/events");
-        assert_eq!(ok("/a/b/.."), "/a/");
-        assert_eq!(ok("/a/b/."), "/a/b/");
-        assert_eq!(ok("/a/.."), "/");
-    }
-
-    #[test]
-    fn unreserved_encodings_are_decoded_and_others_kept_upper_case() {
-        assert_eq!(ok("/api/v1/%65vents"), "/api/v1/events");
-        assert_eq!(ok("/x/a%2cb%3f"), "/x/a%2Cb%3F");
-        assert_eq!(ok("/x/caf%c3%a9"), "/x/caf%C3%A9");
-        assert_eq!(ok("/x/a%20b"), "/x/a%20b");
-        assert_eq!(ok("/x/%7E%2D%5F"), "/x/~-_");
+    fn dot_segments_go_and_only_unreserved_encodings_are_decoded() {
+        for (raw, normal) in [
+            ("/api/v1/open/../events/x", "/api/v1/events/x"),
+            ("/api/v1/open/%2e%2e/events/x", "/api/v1/events/x"),
+            ("/api/v1/open/.%2E/events/x", "/api/v1/events/x"),
+            ("/api/v1/open/%2E./events", "/api/v1/events"),
+            ("/api/./v1/%2e/events", "/api/v1/events"),
+            ("/a/b/..", "/a/"),
+            ("/a/b/.", "/a/b/"),
+            ("/a/..", "/"),
+            ("/api/v1/%65vents", "/api/v1/events"),
+            ("/x/a%2cb%3f", "/x/a%2Cb%3F"),
+            ("/x/caf%c3%a9", "/x/caf%C3%A9"),
+            ("/x/a%20b", "/x/a%20b"),
+            ("/x/%7E%2D%5F", "/x/~-_"),
+            ("/x/100%25", "/x/100%25"),
+            ("/x/%25zz", "/x/%25zz"),
+        ] {
+            assert_eq!(ok(raw), normal, "{raw}");
+            assert_eq!(ok(normal), normal, "normalising {normal} again");
+        }
     }
 
     #[test]
@@ -241,26 +244,6 @@ mod tests {
         ];
         for (raw, expected) in cases {
             assert_eq!(normalize(raw), Err(expected), "{raw}");
-        }
-    }
-
-    #[test]
-    fn a_lone_percent_25_is_an_ordinary_encoded_percent() {
-        assert_eq!(ok("/x/100%25"), "/x/100%25");
-        assert_eq!(ok("/x/%25zz"), "/x/%25zz");
-    }
-
-    #[test]
-    fn normalising_twice_changes_nothing() {
-        for raw in [
-            "/api/v1/open/../events/x",
-            "/x/a%2cb",
-            "/a/b/.",
-            "/x/%7E",
-            "/x/100%25",
-        ] {
-            let once = ok(raw);
-            assert_eq!(ok(&once), once, "{raw}");
         }
     }
 }
