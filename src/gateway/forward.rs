@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 
 use super::headers::{self, Forwarding};
-use super::upstream::{RequestBody, UpstreamError, UpstreamRequest, UpstreamResponse, Upstreams};
+use super::upstream::{RequestBody, UpstreamError, UpstreamRequest, Upstreams};
 use super::RateDecision;
 use crate::auth::{authenticate, authorize, Identity};
-use crate::configuration::GatewayRoute;
+use crate::configuration::{GatewayRoute, Settings};
 use crate::domain::KeyType;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{RateLimitedBy, UpstreamErrorKind};
@@ -78,12 +79,17 @@ async fn forward(
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let ctx = request_filter(&req, &target, &state, request_id)?;
-    let upstream = upstream_request(&req, &target, &state, &ctx, payload);
+    let mut upstream = upstream_request(&req, &target, &state.settings, &ctx);
+    upstream.body = request_body(req.headers(), payload);
     let response = upstreams
         .send(upstream)
         .await
         .map_err(|error| logged(error, &target, &state))?;
-    Ok(response_filter(response, &target, &ctx))
+    let mut answer = response_filter(response.status, &response.headers, &target, &ctx);
+    Ok(match response.content_length {
+        Some(length) => answer.body(SizedStream::new(length, response.body)),
+        None => answer.streaming(response.body),
+    })
 }
 
 /// Answers early: the key's type must be admitted by the route, and the key within its rate.
@@ -114,20 +120,19 @@ fn request_filter(
 /// The request as the upstream sees it: method, normalised path, query, headers and body as
 /// the client sent them, minus `Authorization`, hop-by-hop headers, any header that reads as
 /// one of ours, and (unless enabled) names with `_`; plus the caller's identity, the request
-/// id and the forwarding headers.
+/// id and the forwarding headers. The body is attached by the caller.
 fn upstream_request<'a>(
     req: &'a HttpRequest,
     target: &Target,
-    state: &AppState,
+    settings: &Settings,
     ctx: &ForwardCtx,
-    payload: web::Payload,
 ) -> UpstreamRequest<'a> {
     let path = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let underscores = state.settings.gateway.forward_underscore_headers;
+    let underscores = settings.gateway.forward_underscore_headers;
     let mut kept = Vec::with_capacity(req.headers().len());
     headers::for_each_end_to_end(req.headers(), |name, value| {
         if headers::forwards_request_header(name, underscores) {
@@ -149,7 +154,7 @@ fn upstream_request<'a>(
     if let Some(peer) = ctx.peer {
         let forwarding = Forwarding {
             peer,
-            peer_is_trusted: state.settings.server.trusted_proxies.contains(peer),
+            peer_is_trusted: settings.server.trusted_proxies.contains(peer),
         };
         added.extend(forwarding.headers(req.headers()));
     }
@@ -158,7 +163,7 @@ fn upstream_request<'a>(
         url: format!("{}{}", target.upstream, path),
         headers: kept,
         added,
-        body: request_body(req.headers(), payload),
+        body: RequestBody::Empty,
         timeout: target.timeout,
     }
 }
@@ -179,11 +184,16 @@ fn request_body(headers: &HeaderMap, payload: web::Payload) -> RequestBody {
     }
 }
 
-/// The upstream's answer to the client: status and end-to-end headers, minus any
+/// The head of the upstream's answer to the client: status and end-to-end headers, minus any
 /// `X-LogStitch-*` unless the route exposes them, plus this key's rate-limit headers.
-fn response_filter(response: UpstreamResponse, target: &Target, ctx: &ForwardCtx) -> HttpResponse {
-    let mut answer = HttpResponse::build(response.status);
-    headers::for_each_end_to_end(&response.headers, |name, value| {
+fn response_filter(
+    status: StatusCode,
+    upstream_headers: &HeaderMap,
+    target: &Target,
+    ctx: &ForwardCtx,
+) -> HttpResponseBuilder {
+    let mut answer = HttpResponse::build(status);
+    headers::for_each_end_to_end(upstream_headers, |name, value| {
         if headers::forwards_response_header(name, target.expose_logstitch_headers) {
             answer.append_header((name.clone(), value.clone()));
         }
@@ -191,10 +201,7 @@ fn response_filter(response: UpstreamResponse, target: &Target, ctx: &ForwardCtx
     for (name, value) in ctx.rate.headers() {
         answer.insert_header((name, value));
     }
-    match response.content_length {
-        Some(length) => answer.body(SizedStream::new(length, response.body)),
-        None => answer.streaming(response.body),
-    }
+    answer
 }
 
 /// Logging phase for failures: counted per route and kind, logged with the cause.
@@ -223,4 +230,123 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{KeyId, OrgId, ProjectId};
+    use actix_web::test::TestRequest;
+
+    fn target(expose: bool) -> Target {
+        Target {
+            upstream: "http://upstream.test".to_owned(),
+            key_types: vec![KeyType::Project],
+            timeout: Duration::from_secs(1),
+            expose_logstitch_headers: expose,
+            label: "/api/v1/events".to_owned(),
+        }
+    }
+
+    fn ctx() -> ForwardCtx {
+        ForwardCtx {
+            identity: Identity {
+                key_id: KeyId::new(),
+                organization_id: OrgId::new(),
+                project_id: Some(ProjectId::new()),
+                key_type: KeyType::Project,
+                revoked: false,
+            },
+            rate: RateDecision {
+                allowed: true,
+                limit: 10,
+                remaining: 9,
+                reset_secs: 1,
+                retry_after_secs: 0,
+            },
+            request_id: RequestId::generate(),
+            peer: Some("192.0.2.1".parse().unwrap()),
+        }
+    }
+
+    fn names(pairs: impl IntoIterator<Item = String>) -> Vec<String> {
+        let mut names: Vec<String> = pairs.into_iter().collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_upstream_request_carries_the_normal_path_our_headers_and_no_spoofs() {
+        let req = TestRequest::get()
+            .uri("/api/v1/events/x?q=1")
+            .insert_header(("authorization", "Bearer pk_secret"))
+            .insert_header(("x_logstitch_project_id", "spoofed"))
+            .insert_header(("x-logstitch-key-type", "master"))
+            .insert_header(("x_custom", "dropped"))
+            .insert_header(("x-custom", "kept"))
+            .insert_header(("connection", "close"))
+            .to_http_request();
+        let ctx = ctx();
+        let settings = Settings::defaults().unwrap();
+        let upstream = upstream_request(&req, &target(false), &settings, &ctx);
+        assert_eq!(upstream.url, "http://upstream.test/api/v1/events/x?q=1");
+        let kept = names(upstream.headers.iter().map(|(n, _)| n.to_string()));
+        assert_eq!(kept, ["x-custom"]);
+        let added = names(upstream.added.iter().map(|(n, _)| n.to_string()));
+        assert_eq!(
+            added,
+            [
+                "forwarded",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-logstitch-key-id",
+                "x-logstitch-key-type",
+                "x-logstitch-organization-id",
+                "x-logstitch-project-id",
+                "x-request-id",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_response_keeps_end_to_end_headers_and_adds_the_rate_headers() {
+        let mut upstream = HeaderMap::new();
+        for (name, value) in [
+            ("x-upstream", "yes"),
+            ("x-logstitch-internal", "secret"),
+            ("connection", "keep-alive"),
+        ] {
+            upstream.append(
+                header::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        for (expose, expected) in [
+            (
+                false,
+                vec![
+                    "ratelimit-limit",
+                    "ratelimit-remaining",
+                    "ratelimit-reset",
+                    "x-upstream",
+                ],
+            ),
+            (
+                true,
+                vec![
+                    "ratelimit-limit",
+                    "ratelimit-remaining",
+                    "ratelimit-reset",
+                    "x-logstitch-internal",
+                    "x-upstream",
+                ],
+            ),
+        ] {
+            let response =
+                response_filter(StatusCode::ACCEPTED, &upstream, &target(expose), &ctx()).finish();
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+            let got = names(response.headers().keys().map(|n| n.to_string()));
+            assert_eq!(got, expected, "expose = {expose}");
+        }
+    }
 }
