@@ -125,12 +125,6 @@ impl<'a> From<&'a KeyRecord> for KeyView<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct KeyList<'a> {
-    keys: Vec<KeyView<'a>>,
-    request_id: RequestId,
-}
-
 async fn list_keys(
     caller: Authenticated<AnyKey>,
     state: web::Data<AppState>,
@@ -142,10 +136,8 @@ async fn list_keys(
         .store
         .list_keys(identity.organization_id, identity.project_id)
         .await?;
-    Ok(HttpResponse::Ok().json(KeyList {
-        keys: records.iter().map(KeyView::from).collect(),
-        request_id,
-    }))
+    let keys = records.iter().map(KeyView::from).collect();
+    Ok(super::listed("keys", keys, request_id))
 }
 
 #[derive(Serialize)]

@@ -85,6 +85,33 @@ pub fn configure(
     );
 }
 
+/// A 200 list answer, `{"<field>": [...], "request_id": "req_…"}`: one shape for every list.
+pub(crate) fn listed<V: serde::Serialize>(
+    field: &'static str,
+    items: Vec<V>,
+    request_id: crate::request_id::RequestId,
+) -> HttpResponse {
+    struct Listed<V> {
+        field: &'static str,
+        items: Vec<V>,
+        request_id: crate::request_id::RequestId,
+    }
+    impl<V: serde::Serialize> serde::Serialize for Listed<V> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = serializer.serialize_map(Some(2))?;
+            map.serialize_entry(self.field, &self.items)?;
+            map.serialize_entry("request_id", &self.request_id)?;
+            map.end()
+        }
+    }
+    HttpResponse::Ok().json(Listed {
+        field,
+        items,
+        request_id,
+    })
+}
+
 /// A resource. Its unsupported methods get actix's 405 with an `Allow` header, which
 /// [`envelope_bare_errors`] dresses in the error envelope.
 pub(crate) fn resource(path: &str) -> Resource {

@@ -65,12 +65,6 @@ async fn create_project(
     }))
 }
 
-#[derive(Serialize)]
-struct ProjectList<'a> {
-    projects: Vec<ProjectView<'a>>,
-    request_id: RequestId,
-}
-
 async fn list_projects(
     caller: Authenticated<MasterOnly>,
     state: web::Data<AppState>,
@@ -80,8 +74,6 @@ async fn list_projects(
         .store
         .list_projects(caller.identity.organization_id)
         .await?;
-    Ok(HttpResponse::Ok().json(ProjectList {
-        projects: records.iter().map(ProjectView::from).collect(),
-        request_id,
-    }))
+    let projects = records.iter().map(ProjectView::from).collect();
+    Ok(super::listed("projects", projects, request_id))
 }
