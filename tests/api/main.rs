@@ -1,6 +1,7 @@
 //! Black-box integration tests: each starts the real server on a random port, on its own
 //! fresh database (dropped afterwards), and speaks HTTP to it.
 
+mod auth_throttle;
 mod bad_input;
 mod cli;
 mod drills;
@@ -13,6 +14,7 @@ mod observability;
 mod openapi;
 mod outage;
 mod pg_proxy;
+mod revocation_races;
 mod routes;
 mod security;
 mod smoke;
