@@ -257,6 +257,15 @@ impl Settings {
         {
             return invalid("database.url", "is not a valid Postgres connection string");
         }
+        // The auth cache remembers an invalidation for a fixed time so that a lookup that
+        // began before it can't put the old answer back; a lookup allowed to run longer could.
+        if self.database.lookup_deadline() >= crate::auth::INVALIDATION_MEMORY {
+            return invalid(
+                "database.statement_timeout_ms",
+                "database.pool_timeout_ms + database.statement_timeout_ms + 1 s (the lookup \
+                 deadline) must be under 120 s, the auth cache's memory of invalidations",
+            );
+        }
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes", "must be at least 1");
         }
@@ -401,6 +410,14 @@ impl DatabaseSettings {
     pub fn pool_timeout(&self) -> Duration {
         Duration::from_millis(self.pool_timeout_ms)
     }
+
+    /// The longest any store operation (an auth lookup among them) may take: waiting for a
+    /// connection, then the longest statement Postgres allows, plus a second of slack.
+    pub fn lookup_deadline(&self) -> Duration {
+        self.pool_timeout()
+            + Duration::from_millis(self.statement_timeout_ms)
+            + Duration::from_secs(1)
+    }
 }
 
 #[cfg(test)]
@@ -465,6 +482,22 @@ mod tests {
         }
         let mut settings = defaults();
         settings.gateway.routes = vec![route("/api/v1/events"), route("/api/v1/events/batch")];
+        settings.validate().unwrap();
+    }
+
+    #[test]
+    fn a_lookup_deadline_as_long_as_the_invalidation_memory_is_refused() {
+        let mut settings = defaults();
+        let memory_ms = crate::auth::INVALIDATION_MEMORY.as_millis() as u64;
+        settings.database.pool_timeout_ms = 2000;
+        settings.database.statement_timeout_ms = memory_ms - 2000 - 1000;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("database.statement_timeout_ms"), "{error}");
+        assert!(error.contains("database.pool_timeout_ms"), "{error}");
+        // The message states the memory's length: it must be the constant's.
+        let seconds = format!("{} s", crate::auth::INVALIDATION_MEMORY.as_secs());
+        assert!(error.contains(&seconds), "{error}");
+        settings.database.statement_timeout_ms -= 1;
         settings.validate().unwrap();
     }
 

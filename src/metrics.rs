@@ -87,14 +87,14 @@ pub struct Metrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
-    pub auth_requests: IntCounterVec,
+    auth_requests: IntCounterVec,
     /// `auth_requests{result="ok"}`, resolved once: the hot path skips the label lookup.
     pub auth_ok: IntCounter,
     pub auth_cache_hits: IntCounter,
     pub auth_cache_misses: IntCounter,
     pub auth_db_lookups: IntCounter,
     pub auth_stale_served: IntCounter,
-    pub cache_invalidations: IntCounterVec,
+    cache_invalidations: IntCounterVec,
     pub invalidation_listener_up: IntGauge,
     pub keys_created: IntCounter,
     pub keys_revoked: IntCounter,
@@ -104,8 +104,8 @@ pub struct Metrics {
     pub last_used_flush_errors: IntCounter,
     pub last_used_dropped: IntCounter,
     pub listener_reconnects: IntCounter,
-    pub rate_limited: IntCounterVec,
-    pub gateway_upstream_errors: IntCounterVec,
+    rate_limited: IntCounterVec,
+    gateway_upstream_errors: IntCounterVec,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {

@@ -1,8 +1,10 @@
 //! Per-organization actors: each owns its organization's key changes and runs them one at a
 //! time. Across instances, the advisory lock each transaction takes keeps the same order.
+//! What a request waits for after its transaction (a revoke's acknowledgements) happens
+//! outside the actor, so it never holds the organization's other key changes.
 
 mod org;
 mod registry;
 
-pub use org::{CreateKey, CreatedKey, OrgActor, RevokeKey};
+pub use org::{CreateKey, CreatedKey, OrgActor, Revocation, RevokeKey};
 pub use registry::{ActorUnavailable, Claim, Claimed, OrgActors};

@@ -9,7 +9,7 @@ use actix::prelude::*;
 use super::Claim;
 use crate::auth::{AuthCache, Identity, InvalidationSource};
 use crate::domain::{ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId};
-use crate::invalidation::RevocationAcks;
+use crate::invalidation::{AckWaiter, RevocationAcks};
 use crate::metrics::Metrics;
 use crate::store::{
     CreateKeyError, KeyRecord, NewKey, RevokeError, RevokeOutcome, Store, StoreError,
@@ -64,22 +64,69 @@ pub struct CreatedKey {
 
 /// Revoke a key within `scope` (a project key's own project; None for a master key).
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<RevokeOutcome, RevokeError>")]
+#[rtype(result = "Result<Revocation, RevokeError>")]
 pub struct RevokeKey {
     pub key_id: KeyId,
     pub scope: Option<ProjectId>,
     pub claim: Claim,
 }
 
+/// A committed revocation, already refused by this instance, whose acknowledgements by the
+/// other instances may still be on their way.
+pub struct Revocation {
+    outcome: RevokeOutcome,
+    /// None when there is nothing to wait for (the key was already revoked).
+    acks: Option<PendingAcks>,
+}
+
+/// The acknowledgements a revocation waits for: registered before its commit, awaited after
+/// the actor moved on, so one instance that does not answer holds this request only, not
+/// the organization's other creates and revokes.
+struct PendingAcks {
+    waiter: AckWaiter,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl PendingAcks {
+    async fn wait(self, listeners: &[String]) {
+        if let Err(missing) = self.waiter.wait_for(listeners, self.timeout).await {
+            self.metrics.revocation_ack_timeouts.inc();
+            tracing::warn!(
+                listeners = listeners.len(),
+                unacknowledged_instances = %missing.join(","),
+                "not every instance acknowledged a revocation in time"
+            );
+        }
+    }
+}
+
 impl super::Claimed for CreateKey {
+    type Answer = Result<CreatedKey, CreateKeyError>;
+
     fn claim(&self) -> &Claim {
         &self.claim
+    }
+
+    async fn conclude(result: Self::Result) -> Self::Answer {
+        result
     }
 }
 
 impl super::Claimed for RevokeKey {
+    type Answer = Result<RevokeOutcome, RevokeError>;
+
     fn claim(&self) -> &Claim {
         &self.claim
+    }
+
+    /// The DELETE answers only once every listening instance acknowledged (or the timeout).
+    async fn conclude(result: Self::Result) -> Self::Answer {
+        let Revocation { outcome, acks } = result?;
+        if let Some(acks) = acks {
+            acks.wait(&outcome.listeners).await;
+        }
+        Ok(outcome)
     }
 }
 
@@ -116,6 +163,10 @@ impl Handler<CreateKey> for OrgActor {
                     name: &msg.name,
                     key: &key,
                 };
+                // Before the transaction begins: a revocation of this key heard from another
+                // instance between the commit and the insert below is newer than this epoch,
+                // so the insert can't leave the key active here.
+                let began = cache.epoch();
                 let record = store.create_key(new, max).await?;
                 let identity = Identity {
                     key_id: record.id,
@@ -124,7 +175,7 @@ impl Handler<CreateKey> for OrgActor {
                     key_type: KeyType::Project,
                     revoked: false,
                 };
-                cache.insert_created(key.hash(), identity).await;
+                cache.insert_created(key.hash(), identity, began).await;
                 metrics.keys_created.inc();
                 Ok(CreatedKey { key, record })
             }
@@ -134,7 +185,7 @@ impl Handler<CreateKey> for OrgActor {
 }
 
 impl Handler<RevokeKey> for OrgActor {
-    type Result = AtomicResponse<Self, Result<RevokeOutcome, RevokeError>>;
+    type Result = AtomicResponse<Self, Result<Revocation, RevokeError>>;
 
     fn handle(&mut self, msg: RevokeKey, _: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
@@ -151,6 +202,7 @@ impl Handler<RevokeKey> for OrgActor {
         );
         AtomicResponse::new(Box::pin(
             async move {
+                // Registered before the commit, so no acknowledgement can arrive unseen.
                 let waiter = acks.expect(uuid::Uuid::new_v4());
                 let outcome = store
                     .revoke_key(org, msg.scope, msg.key_id, waiter.id())
@@ -159,18 +211,23 @@ impl Handler<RevokeKey> for OrgActor {
                 cache
                     .invalidate(outcome.hash, InvalidationSource::Local)
                     .await;
-                if !outcome.already_revoked {
-                    metrics.keys_revoked.inc();
-                    // ...and so does every instance that was listening.
-                    if !waiter.wait_for(&outcome.listeners, ack_timeout).await {
-                        metrics.revocation_ack_timeouts.inc();
-                        tracing::warn!(
-                            listeners = outcome.listeners.len(),
-                            "not every instance acknowledged a revocation in time"
-                        );
-                    }
+                if outcome.already_revoked {
+                    return Ok(Revocation {
+                        outcome,
+                        acks: None,
+                    });
                 }
-                Ok(outcome)
+                metrics.keys_revoked.inc();
+                // ...and so will every instance that was listening, once it acknowledged:
+                // waited for by the requester (`conclude`), not here.
+                Ok(Revocation {
+                    outcome,
+                    acks: Some(PendingAcks {
+                        waiter,
+                        timeout: ack_timeout,
+                        metrics,
+                    }),
+                })
             }
             .into_actor(self),
         ))

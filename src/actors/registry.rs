@@ -3,6 +3,7 @@
 //! replaced on next use.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,9 +65,16 @@ impl Claim {
     }
 }
 
-/// Messages that carry a [`Claim`].
-pub trait Claimed {
+/// Messages that carry a [`Claim`], and what their requester does with the actor's answer.
+pub trait Claimed: Message {
+    /// What [`OrgActors::ask`] returns.
+    type Answer;
+
     fn claim(&self) -> &Claim;
+
+    /// Runs after the actor answered, outside its atomic section: work the request must wait
+    /// for but the organization's other messages need not (a revoke's acknowledgements).
+    fn conclude(result: Self::Result) -> impl Future<Output = Self::Answer>;
 }
 
 pub struct OrgActors {
@@ -109,11 +117,23 @@ impl OrgActors {
         }
     }
 
-    /// Sends `msg` to the organization's actor and waits for its answer. An actor that
+    /// Sends `msg` to the organization's actor, waits for its answer, then concludes it
+    /// ([`Claimed::conclude`]) with the actor already free for the next message. An actor that
     /// stopped in between is replaced once. A message not started within the ask timeout
     /// (full mailbox, busy actor) is abandoned: `ActorUnavailable`, and it will never run. A
     /// started one is waited for to the end, so the answer always tells what happened.
-    pub async fn ask<M>(&self, org: OrgId, msg: M) -> Result<M::Result, ActorUnavailable>
+    pub async fn ask<M>(&self, org: OrgId, msg: M) -> Result<M::Answer, ActorUnavailable>
+    where
+        M: Message + Claimed + Clone + Send + 'static,
+        M::Result: Send,
+        OrgActor: Handler<M>,
+        <OrgActor as Actor>::Context: ToEnvelope<OrgActor, M>,
+    {
+        let answer = self.answer(org, msg).await?;
+        Ok(M::conclude(answer).await)
+    }
+
+    async fn answer<M>(&self, org: OrgId, msg: M) -> Result<M::Result, ActorUnavailable>
     where
         M: Message + Claimed + Clone + Send + 'static,
         M::Result: Send,

@@ -3,31 +3,32 @@
 //! Staleness rules, in order of strength:
 //! - A revocation invalidates the entry on the instance that served it before the DELETE
 //!   answers, and on every other instance when the NOTIFY arrives.
-//! - A load that began before an invalidation must not resurrect the old answer. Every load
-//!   records the epoch at which it began; an invalidation bumps the epoch and remembers, per
-//!   hash, the epoch it happened at. An entry (or a coalesced load result) older than its
-//!   hash's last invalidation, or older than the last flush, is never served.
-//! - While the invalidation listener is down the cache is not trusted: lookups go straight to
-//!   Postgres and nothing is inserted, until the listener is back and the cache was flushed.
+//! - A load that began before an invalidation must not resurrect the old answer: the
+//!   freshness guard (`freshness.rs`) judges every entry and every load result by the epoch
+//!   at which it began. So is a created key's entry: its epoch is taken before the create's
+//!   transaction begins.
+//! - While the invalidation listener is down the cache is not trusted: lookups go to Postgres
+//!   (still one query per hash at a time) and nothing is inserted, until the listener is back
+//!   and the cache was flushed.
 //! - The TTL is only a safety net; unknown hashes are remembered for a shorter TTL.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::{BoxFuture, FutureExt};
 use moka::Expiry;
 
+pub use super::freshness::LoadEpoch;
+use super::freshness::{FreshnessGuard, INVALIDATION_MEMORY, INVALIDATION_MEMORY_ENTRIES};
+use super::inflight::InFlight;
 use super::Identity;
 use crate::domain::KeyHash;
-use crate::metrics::Metrics;
+use crate::metrics::{InvalidationLabel, Metrics};
 use crate::store::{Store, StoreError};
 
-/// Longer than any lookup can take (statement and pool timeouts are seconds), so a load that
-/// began before an invalidation always still finds that invalidation remembered.
-const INVALIDATION_MEMORY: Duration = Duration::from_secs(120);
-const INVALIDATION_MEMORY_ENTRIES: u64 = 100_000;
 /// After this many stale answers in a row, read Postgres directly instead of the cache.
 const STALE_RETRIES: usize = 3;
 
@@ -55,17 +56,17 @@ pub enum InvalidationSource {
 }
 
 impl InvalidationSource {
-    pub fn label(self) -> &'static str {
+    pub fn label(self) -> InvalidationLabel {
         match self {
-            InvalidationSource::Local => "local",
-            InvalidationSource::Notify => "notify",
+            InvalidationSource::Local => InvalidationLabel::Local,
+            InvalidationSource::Notify => InvalidationLabel::Notify,
         }
     }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    loaded_at_epoch: u64,
+    loaded_at: LoadEpoch,
     identity: Option<Identity>,
 }
 
@@ -120,12 +121,8 @@ pub fn cache_settings(auth: &crate::configuration::AuthSettings) -> CacheSetting
 
 pub struct AuthCache {
     entries: moka::future::Cache<KeyHash, Entry>,
-    invalidated_at: moka::sync::Cache<KeyHash, u64>,
-    epoch: AtomicU64,
-    flushed_at: AtomicU64,
-    /// The epoch of the newest single-key invalidation: an entry loaded at or after it can't
-    /// have been invalidated since, so its hit needs no second lookup.
-    newest_invalidation: AtomicU64,
+    guard: FreshnessGuard,
+    loads: InFlight<Result<Entry, Arc<StoreError>>>,
     trusted: AtomicBool,
     /// When the cache stopped being trusted; bounds the opt-in stale grace.
     distrusted_at: Mutex<Option<Instant>>,
@@ -137,6 +134,20 @@ pub struct AuthCache {
 impl AuthCache {
     /// Starts untrusted: nothing is cached until the invalidation listener is listening.
     pub fn new(settings: CacheSettings, lookup: Arc<dyn KeyLookup>, metrics: Arc<Metrics>) -> Self {
+        AuthCache::with_guard(
+            settings,
+            FreshnessGuard::new(INVALIDATION_MEMORY_ENTRIES, INVALIDATION_MEMORY),
+            lookup,
+            metrics,
+        )
+    }
+
+    fn with_guard(
+        settings: CacheSettings,
+        guard: FreshnessGuard,
+        lookup: Arc<dyn KeyLookup>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let entries = moka::future::Cache::builder()
             .max_capacity(settings.max_entries)
             .expire_after(EntryExpiry {
@@ -144,16 +155,10 @@ impl AuthCache {
                 unknown: settings.unknown_ttl,
             })
             .build();
-        let invalidated_at = moka::sync::Cache::builder()
-            .max_capacity(INVALIDATION_MEMORY_ENTRIES)
-            .time_to_live(INVALIDATION_MEMORY)
-            .build();
         AuthCache {
             entries,
-            invalidated_at,
-            epoch: AtomicU64::new(1),
-            flushed_at: AtomicU64::new(0),
-            newest_invalidation: AtomicU64::new(0),
+            guard,
+            loads: InFlight::new(),
             trusted: AtomicBool::new(false),
             distrusted_at: Mutex::new(None),
             stale_grace: settings.stale_grace,
@@ -162,64 +167,81 @@ impl AuthCache {
         }
     }
 
-    /// The identity of a key hash, or None when no key has it.
+    /// The identity of a key hash, or None when no key has it: the cached answer when there
+    /// is a fresh one, else Postgres's.
     pub async fn resolve(&self, hash: KeyHash) -> Result<Option<Identity>, Arc<StoreError>> {
-        if !self.trusted.load(Ordering::Acquire) {
-            self.metrics.auth_cache_misses.inc();
-            return match self.load(hash).await {
-                Ok(entry) => Ok(entry.identity),
-                Err(error) => match self.within_stale_grace(&hash).await {
-                    Some(identity) => {
-                        self.metrics.auth_stale_served.inc();
-                        Ok(Some(identity))
-                    }
-                    None => Err(Arc::new(error)),
-                },
-            };
+        match self.peek(&hash).await {
+            Some(answer) => Ok(answer),
+            None => self.fetch(hash).await,
         }
-        let mut stale = match self.entries.get(&hash).await {
-            Some(entry) if self.is_fresh(&hash, &entry) => {
-                self.metrics.auth_cache_hits.inc();
-                return Ok(entry.identity);
-            }
-            Some(_) => true,
-            None => false,
-        };
-        self.metrics.auth_cache_misses.inc();
-        for _ in 0..STALE_RETRIES {
-            if stale {
-                self.entries.invalidate(&hash).await;
-            }
-            // Concurrent misses for one hash share this load.
-            let entry = self.entries.try_get_with(hash, self.load(hash)).await?;
-            if self.is_fresh(&hash, &entry) {
-                return Ok(entry.identity);
-            }
-            stale = true;
-        }
-        Ok(self.load(hash).await?.identity)
     }
 
-    /// A key just created: its first use is then a hit.
-    pub async fn insert_created(&self, hash: KeyHash, identity: Identity) {
+    /// The fresh cached answer for a hash, if there is one: `Some(Some(identity))`, or
+    /// `Some(None)` for a hash known to match no key. Never a lookup; None while the cache is
+    /// not trusted.
+    pub async fn peek(&self, hash: &KeyHash) -> Option<Option<Identity>> {
+        if !self.trusted.load(Ordering::Acquire) {
+            return None;
+        }
+        let entry = self.entries.get(hash).await?;
+        if !self.guard.is_fresh(hash, entry.loaded_at) {
+            return None;
+        }
+        self.metrics.auth_cache_hits.inc();
+        Some(entry.identity)
+    }
+
+    /// Postgres's answer for a hash (shared with concurrent lookups of the same hash), cached
+    /// when the cache is trusted and the answer fresh.
+    pub async fn fetch(&self, hash: KeyHash) -> Result<Option<Identity>, Arc<StoreError>> {
+        self.metrics.auth_cache_misses.inc();
+        for _ in 0..STALE_RETRIES {
+            let entry = match self.loads.share(hash, || self.start_load(hash)).await {
+                Ok(entry) => entry,
+                Err(error) => return self.stale_grace_or(hash, error).await,
+            };
+            if self.guard.is_fresh(&hash, entry.loaded_at) {
+                if self.trusted.load(Ordering::Acquire) {
+                    self.entries.insert(hash, entry).await;
+                }
+                return Ok(entry.identity);
+            }
+        }
+        // Invalidations keep overtaking the shared loads: one of our own, served as it is.
+        match self.start_load(hash).await {
+            Ok(entry) => Ok(entry.identity),
+            Err(error) => self.stale_grace_or(hash, error).await,
+        }
+    }
+
+    /// The epoch to hand to [`AuthCache::insert_created`]: take it before the create's
+    /// transaction begins.
+    pub fn epoch(&self) -> LoadEpoch {
+        self.guard.current()
+    }
+
+    /// A key just created, so that its first use is a hit. `began` is the epoch taken before
+    /// the create's transaction began: a revocation of the key heard since (from another
+    /// instance, between commit and now) makes the entry stale, so it is not inserted.
+    pub async fn insert_created(&self, hash: KeyHash, identity: Identity, began: LoadEpoch) {
+        if !self.trusted.load(Ordering::Acquire) || !self.guard.is_fresh(&hash, began) {
+            return;
+        }
         let entry = Entry {
-            loaded_at_epoch: self.epoch.load(Ordering::SeqCst),
+            loaded_at: began,
             identity: Some(identity),
         };
         self.entries.insert(hash, entry).await;
     }
 
     pub async fn invalidate(&self, hash: KeyHash, source: InvalidationSource) {
-        let at = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-        // Remembered before it is announced in `newest_invalidation`, so a reader that sees
-        // the new watermark also finds the entry.
-        self.invalidated_at.insert(hash, at);
-        self.newest_invalidation.fetch_max(at, Ordering::SeqCst);
+        let forgotten = self.guard.invalidate(hash);
         self.entries.invalidate(&hash).await;
-        self.metrics
-            .cache_invalidations
-            .with_label_values(&[source.label()])
-            .inc();
+        // The memory no longer catches a stale answer for these: none may stay cached.
+        for hash in forgotten {
+            self.entries.invalidate(&hash).await;
+        }
+        self.metrics.cache_invalidated(source.label());
     }
 
     /// The listener lost its connection: notifications may be lost from now on.
@@ -243,6 +265,21 @@ impl AuthCache {
         self.distrusted_at.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Postgres could not answer: the opt-in stale grace may still serve a cached valid key.
+    async fn stale_grace_or(
+        &self,
+        hash: KeyHash,
+        error: Arc<StoreError>,
+    ) -> Result<Option<Identity>, Arc<StoreError>> {
+        match self.within_stale_grace(&hash).await {
+            Some(identity) => {
+                self.metrics.auth_stale_served.inc();
+                Ok(Some(identity))
+            }
+            None => Err(error),
+        }
+    }
+
     /// The opt-in trade: a cached, valid, never-invalidated identity, while the listener has
     /// been down for less than the grace.
     async fn within_stale_grace(&self, hash: &KeyHash) -> Option<Identity> {
@@ -251,10 +288,7 @@ impl AuthCache {
             return None;
         }
         let entry = self.entries.get(hash).await?;
-        let invalidated_since_load = self
-            .invalidated_at
-            .get(hash)
-            .is_some_and(|at| entry.loaded_at_epoch < at);
+        let invalidated_since_load = self.guard.invalidated_since(hash, entry.loaded_at);
         entry
             .identity
             .filter(|identity| !identity.revoked && !invalidated_since_load)
@@ -265,32 +299,25 @@ impl AuthCache {
     }
 
     fn flush(&self) {
-        let at = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-        self.flushed_at.fetch_max(at, Ordering::SeqCst);
+        self.guard.flush();
         self.entries.invalidate_all();
-        self.metrics
-            .cache_invalidations
-            .with_label_values(&["flush"])
-            .inc();
+        self.metrics.cache_invalidated(InvalidationLabel::Flush);
     }
 
-    fn is_fresh(&self, hash: &KeyHash, entry: &Entry) -> bool {
-        let loaded = entry.loaded_at_epoch;
-        loaded >= self.flushed_at.load(Ordering::SeqCst)
-            && (loaded >= self.newest_invalidation.load(Ordering::SeqCst)
-                || self.invalidated_at.get(hash).is_none_or(|at| loaded >= at))
-    }
-
-    async fn load(&self, hash: KeyHash) -> Result<Entry, StoreError> {
-        // Read the epoch before the query starts: an invalidation after this point is
-        // newer than whatever the query sees.
-        let loaded_at_epoch = self.epoch.load(Ordering::SeqCst);
+    /// A query for `hash`, stamped with the epoch read before it starts: an invalidation
+    /// after this point is newer than whatever the query sees.
+    fn start_load(&self, hash: KeyHash) -> BoxFuture<'static, Result<Entry, Arc<StoreError>>> {
+        let loaded_at = self.guard.current();
         self.metrics.auth_db_lookups.inc();
-        let identity = self.lookup.find_identity(&hash).await?;
-        Ok(Entry {
-            loaded_at_epoch,
-            identity,
-        })
+        let lookup = self.lookup.clone();
+        async move {
+            let identity = lookup.find_identity(&hash).await.map_err(Arc::new)?;
+            Ok(Entry {
+                loaded_at,
+                identity,
+            })
+        }
+        .boxed()
     }
 }
 
@@ -298,6 +325,7 @@ impl AuthCache {
 mod tests {
     use super::*;
     use crate::domain::{KeyId, KeyType, OrgId};
+    use std::sync::atomic::AtomicU64;
     use tokio::sync::Notify;
 
     /// A lookup whose answer the test sets, and which can be held mid-query.
@@ -345,17 +373,17 @@ mod tests {
         }
     }
 
+    fn settings() -> CacheSettings {
+        CacheSettings {
+            max_entries: 1000,
+            ttl: Duration::from_secs(60),
+            unknown_ttl: Duration::from_secs(60),
+            stale_grace: Duration::ZERO,
+        }
+    }
+
     fn cache(lookup: Arc<FakeLookup>) -> AuthCache {
-        let cache = AuthCache::new(
-            CacheSettings {
-                max_entries: 1000,
-                ttl: Duration::from_secs(60),
-                unknown_ttl: Duration::from_secs(60),
-                stale_grace: Duration::ZERO,
-            },
-            lookup,
-            Arc::new(Metrics::new()),
-        );
+        let cache = AuthCache::new(settings(), lookup, Arc::new(Metrics::new()));
         cache.flush_and_trust();
         cache
     }
@@ -443,8 +471,126 @@ mod tests {
         let lookup = FakeLookup::new(None);
         let cache = cache(lookup.clone());
         let hash = KeyHash::of("new");
-        cache.insert_created(hash, identity(false)).await;
+        cache
+            .insert_created(hash, identity(false), cache.epoch())
+            .await;
         assert!(cache.resolve(hash).await.unwrap().is_some());
         assert_eq!(lookup.calls.load(Ordering::SeqCst), 0);
+    }
+
+    /// Create vs revoke: the epoch is taken, the create commits, another instance revokes the
+    /// key and this instance hears it, and only then does the create insert its entry.
+    #[tokio::test]
+    async fn a_revocation_heard_between_commit_and_insert_is_not_undone_by_the_insert() {
+        let created = identity(false);
+        let lookup = FakeLookup::new(None);
+        let cache = cache(lookup.clone());
+        let hash = KeyHash::of("new");
+        let began = cache.epoch();
+        // (The create's transaction commits.) The revoke commits elsewhere: Postgres now
+        // says revoked, and the notice arrives here before the create's insert.
+        *lookup.answer.lock().unwrap() = Some(Identity {
+            revoked: true,
+            ..created
+        });
+        cache.invalidate(hash, InvalidationSource::Notify).await;
+        cache.insert_created(hash, created, began).await;
+        let seen = cache.resolve(hash).await.unwrap().unwrap();
+        assert!(
+            seen.revoked,
+            "the created key is active here after its revocation"
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_while_distrusted_make_one_lookup_and_are_not_kept() {
+        let lookup = FakeLookup::new(Some(identity(false)));
+        let cache = Arc::new(cache(lookup.clone()));
+        cache.distrust();
+        let hash = KeyHash::of("a");
+        let release = Arc::new(Notify::new());
+        *lookup.hold.lock().unwrap() = Some(release.clone());
+        let all = tokio::spawn({
+            let cache = cache.clone();
+            async move { futures_util::future::join_all((0..32).map(|_| cache.resolve(hash))).await }
+        });
+        // The first resolve holds the query; the other 31 were polled in the same round.
+        lookup.entered.notified().await;
+        release.notify_one();
+        let all = all.await.unwrap();
+        assert!(all.iter().all(|r| r.as_ref().unwrap().is_some()));
+        assert_eq!(lookup.calls.load(Ordering::SeqCst), 1);
+        // Nothing from the distrusted load is served once trusted again.
+        *lookup.answer.lock().unwrap() = Some(identity(true));
+        cache.flush_and_trust();
+        assert!(cache.resolve(hash).await.unwrap().unwrap().revoked);
+        assert_eq!(lookup.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_invalidation_memory_never_lets_a_pre_revocation_load_look_fresh() {
+        let valid = identity(false);
+        let lookup = FakeLookup::new(Some(valid));
+        let cache = AuthCache::with_guard(
+            settings(),
+            FreshnessGuard::new(2, INVALIDATION_MEMORY),
+            lookup.clone(),
+            Arc::new(Metrics::new()),
+        );
+        cache.flush_and_trust();
+        let hash = KeyHash::of("a");
+        let began = cache.epoch();
+        // Revoked (and invalidated) while a create of that key was between its epoch and
+        // its insert; then two more invalidations push that one out of a memory of two.
+        *lookup.answer.lock().unwrap() = Some(Identity {
+            revoked: true,
+            ..valid
+        });
+        cache.invalidate(hash, InvalidationSource::Notify).await;
+        cache
+            .invalidate(KeyHash::of("b"), InvalidationSource::Notify)
+            .await;
+        cache
+            .invalidate(KeyHash::of("c"), InvalidationSource::Notify)
+            .await;
+        cache.insert_created(hash, valid, began).await;
+        assert!(cache.resolve(hash).await.unwrap().unwrap().revoked);
+    }
+
+    #[tokio::test]
+    async fn a_stale_entry_is_dropped_when_its_invalidation_is_forgotten() {
+        let valid = identity(false);
+        let lookup = FakeLookup::new(Some(valid));
+        let cache = AuthCache::with_guard(
+            settings(),
+            FreshnessGuard::new(10, Duration::from_millis(20)),
+            lookup.clone(),
+            Arc::new(Metrics::new()),
+        );
+        cache.flush_and_trust();
+        let hash = KeyHash::of("a");
+        // A stale answer in the cache (as a load racing the invalidation could leave it).
+        let began = cache.epoch();
+        cache.invalidate(hash, InvalidationSource::Notify).await;
+        cache
+            .entries
+            .insert(
+                hash,
+                Entry {
+                    loaded_at: began,
+                    identity: Some(valid),
+                },
+            )
+            .await;
+        std::thread::sleep(Duration::from_millis(30));
+        // The next invalidation forgets the first one, and the stale entry with it.
+        cache
+            .invalidate(KeyHash::of("b"), InvalidationSource::Notify)
+            .await;
+        *lookup.answer.lock().unwrap() = Some(Identity {
+            revoked: true,
+            ..valid
+        });
+        assert!(cache.resolve(hash).await.unwrap().unwrap().revoked);
     }
 }

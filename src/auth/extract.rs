@@ -7,6 +7,7 @@
 
 use std::future::{ready, Ready};
 use std::marker::PhantomData;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::body::MessageBody;
@@ -19,6 +20,7 @@ use super::Identity;
 use crate::domain::{ApiKey, KeyHash, KeyType};
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::RateDecision;
+use crate::metrics::{AuthResult, RateLimitedBy};
 use crate::startup::AppState;
 use crate::store::StoreError;
 
@@ -35,13 +37,13 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
-    pub fn metric_label(&self) -> &'static str {
+    pub fn metric_label(&self) -> AuthResult {
         match self {
-            AuthFailure::Missing => "missing",
-            AuthFailure::Malformed | AuthFailure::Unknown => "invalid",
-            AuthFailure::Revoked => "revoked",
-            AuthFailure::Throttled(_) => "throttled",
-            AuthFailure::Unavailable(_) => "unavailable",
+            AuthFailure::Missing => AuthResult::Missing,
+            AuthFailure::Malformed | AuthFailure::Unknown => AuthResult::Invalid,
+            AuthFailure::Revoked => AuthResult::Revoked,
+            AuthFailure::Throttled(_) => AuthResult::Throttled,
+            AuthFailure::Unavailable(_) => AuthResult::Unavailable,
         }
     }
 }
@@ -107,42 +109,74 @@ pub async fn authenticate(
         .server
         .trusted_proxies
         .client_ip(req.peer_addr(), req.headers());
+    let outcome = identify(req.headers().get(AUTHORIZATION), ip, &state).await;
+    req.extensions_mut().insert(AuthOutcome(outcome));
+    next.call(req).await
+}
+
+/// The rule: a key with a fresh cached active identity passes without the failed-auth
+/// throttle being consulted (the hot path: one cache read). The throttle limits what costs —
+/// lookups of keys not cached as active, and malformed keys — so only otherwise does a
+/// throttled address get 429, before any lookup. A key that resolves active never counts as
+/// a failure; missing credentials, malformed, unknown and revoked keys do.
+async fn identify(
+    header: Option<&HeaderValue>,
+    ip: Option<IpAddr>,
+    state: &AppState,
+) -> Result<Identity, AuthFailure> {
+    let hash = presented_hash(header);
+    let cached = match &hash {
+        Ok(hash) => state.auth_cache.peek(hash).await,
+        Err(_) => None,
+    };
+    if let Some(Some(identity)) = cached {
+        if !identity.revoked {
+            return Ok(identity);
+        }
+    }
     let throttled = ip
         .map(|ip| state.failed_auth.check(ip))
         .filter(|decision| !decision.allowed);
-    let outcome = match throttled {
-        Some(decision) => {
-            state.metrics.rate_limited.with_label_values(&["ip"]).inc();
-            Err(AuthFailure::Throttled(decision))
-        }
-        None => identify(req.headers().get(AUTHORIZATION), &state).await,
+    if let Some(decision) = throttled {
+        state.metrics.rate_limited(RateLimitedBy::Ip);
+        return Err(AuthFailure::Throttled(decision));
+    }
+    let outcome = match (hash, cached) {
+        (Err(failure), _) => Err(failure),
+        (Ok(_), Some(answer)) => known_identity(answer),
+        (Ok(hash), None) => state
+            .auth_cache
+            .fetch(hash)
+            .await
+            .map_err(AuthFailure::Unavailable)
+            .and_then(known_identity),
     };
     if let (Some(ip), Err(failure)) = (ip, &outcome) {
         if failure.is_client_mistake() {
             state.failed_auth.record_failure(ip);
         }
     }
-    req.extensions_mut().insert(AuthOutcome(outcome));
-    next.call(req).await
+    outcome
 }
 
-async fn identify(header: Option<&HeaderValue>, state: &AppState) -> Result<Identity, AuthFailure> {
+/// The presented key's hash, if the header holds a well-formed key; never a lookup.
+fn presented_hash(header: Option<&HeaderValue>) -> Result<KeyHash, AuthFailure> {
     let presented = bearer_token(header)?;
     ApiKey::check_format(presented).map_err(|_| AuthFailure::Malformed)?;
-    let identity = state
-        .auth_cache
-        .resolve(KeyHash::of(presented))
-        .await
-        .map_err(AuthFailure::Unavailable)?
-        .ok_or(AuthFailure::Unknown)?;
-    if identity.revoked {
-        return Err(AuthFailure::Revoked);
-    }
-    Ok(identity)
+    Ok(KeyHash::of(presented))
 }
 
-/// `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
-fn bearer_token(header: Option<&HeaderValue>) -> Result<&str, AuthFailure> {
+fn known_identity(answer: Option<Identity>) -> Result<Identity, AuthFailure> {
+    match answer {
+        None => Err(AuthFailure::Unknown),
+        Some(identity) if identity.revoked => Err(AuthFailure::Revoked),
+        Some(identity) => Ok(identity),
+    }
+}
+
+/// `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1) and spaces around the
+/// token are trimmed. Keys and the admin token are both read through this one function.
+pub(crate) fn bearer_token(header: Option<&HeaderValue>) -> Result<&str, AuthFailure> {
     let header = header.ok_or(AuthFailure::Missing)?;
     let bytes = header.as_bytes();
     const SCHEME: &[u8] = b"bearer ";
@@ -217,7 +251,7 @@ pub fn authorize(
     let result = match outcome.0 {
         Err(failure) => Err((failure.metric_label(), ApiError::from(failure))),
         Ok(identity) if !allows(identity.key_type) => Err((
-            "forbidden",
+            AuthResult::Forbidden,
             ApiError::new(
                 ErrorCode::Forbidden,
                 format!(
@@ -236,12 +270,8 @@ pub fn authorize(
             }
             Ok(identity)
         }
-        Err((label, error)) => {
-            state
-                .metrics
-                .auth_requests
-                .with_label_values(&[label])
-                .inc();
+        Err((result, error)) => {
+            state.metrics.auth_result(result);
             Err(error)
         }
     }

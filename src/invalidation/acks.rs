@@ -67,27 +67,36 @@ impl AckWaiter {
         self.id
     }
 
-    /// True once every instance in `expected` has acknowledged; false if `timeout` ran out.
-    pub async fn wait_for(&self, expected: &[String], timeout: Duration) -> bool {
+    /// Ok once every instance in `expected` has acknowledged; when `timeout` runs out first,
+    /// the instances that did not.
+    pub async fn wait_for(
+        &self,
+        expected: &[String],
+        timeout: Duration,
+    ) -> Result<(), Vec<String>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let changed = self.received.changed.notified();
             tokio::pin!(changed);
             // Registered before checking, so an ack between the check and the wait wakes us.
             changed.as_mut().enable();
-            let complete = {
+            let missing: Vec<String> = {
                 let instances = self
                     .received
                     .instances
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                expected.iter().all(|instance| instances.contains(instance))
+                expected
+                    .iter()
+                    .filter(|instance| !instances.contains(*instance))
+                    .cloned()
+                    .collect()
             };
-            if complete {
-                return true;
+            if missing.is_empty() {
+                return Ok(());
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return false;
+                return Err(missing);
             }
         }
     }
@@ -117,7 +126,10 @@ mod tests {
                 acks.record(&format!("{id}:b"));
             })
         };
-        assert!(waiter.wait_for(&expected, Duration::from_secs(5)).await);
+        assert_eq!(
+            waiter.wait_for(&expected, Duration::from_secs(5)).await,
+            Ok(())
+        );
         recorder.await.unwrap();
     }
 
@@ -130,14 +142,18 @@ mod tests {
         acks.record(&format!("{}:b", Uuid::new_v4()));
         acks.record("garbage");
         let expected = vec!["a".to_owned(), "b".to_owned()];
-        assert!(!waiter.wait_for(&expected, Duration::from_millis(50)).await);
+        assert_eq!(
+            waiter.wait_for(&expected, Duration::from_millis(50)).await,
+            Err(vec!["b".to_owned()]),
+            "the instances that did not answer are named"
+        );
     }
 
     #[tokio::test]
     async fn nothing_expected_completes_at_once_and_drop_unregisters() {
         let acks = Arc::new(RevocationAcks::default());
         let waiter = acks.expect(Uuid::new_v4());
-        assert!(waiter.wait_for(&[], Duration::ZERO).await);
+        assert_eq!(waiter.wait_for(&[], Duration::ZERO).await, Ok(()));
         drop(waiter);
         assert!(acks.lock().is_empty());
     }

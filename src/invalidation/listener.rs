@@ -24,6 +24,31 @@ use crate::store::postgres_config;
 /// A connection that stayed up this long resets the reconnect backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
+/// TCP keepalives and user timeout on the listening connection, on both ends. Server side,
+/// they make Postgres drop the backend of a listener whose host vanished without closing TCP
+/// (power loss, a partition) within 15 s: after idle + interval × count = 11 s of silence, or
+/// 10 s of unacknowledged data. Without them the backend stays in `pg_stat_activity` for the
+/// kernel's keepalive time (2 h by default), in the census of every revoke, and each revoke
+/// waits `listener.ack_timeout_ms` for it. Client side, the same bounds for a vanished server.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_COUNT: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The statements that make a fresh connection a listener, in order: keepalives, LISTEN, and
+/// only then the census name.
+fn listen_statements(instance_id: &str) -> String {
+    format!(
+        "SET tcp_keepalives_idle = {idle}; SET tcp_keepalives_interval = {interval}; \
+         SET tcp_keepalives_count = {KEEPALIVE_COUNT}; SET tcp_user_timeout = {user_timeout}; \
+         LISTEN {REVOCATION_CHANNEL}; LISTEN {ACK_CHANNEL}; SET application_name = '{name}'",
+        idle = KEEPALIVE_IDLE.as_secs(),
+        interval = KEEPALIVE_INTERVAL.as_secs(),
+        user_timeout = TCP_USER_TIMEOUT.as_millis(),
+        name = listener_application_name(instance_id),
+    )
+}
+
 /// The `application_name` of a listening connection. It takes this name only once LISTEN is
 /// active, so a revoker counting listeners never waits for one that can't hear it.
 pub fn listener_application_name(instance_id: &str) -> String {
@@ -43,6 +68,15 @@ impl ListenerStatus {
         self.0.store(up, Ordering::Release);
         metrics.invalidation_listener_up.set(i64::from(up));
     }
+}
+
+/// What the listening backend reports about itself once set up.
+struct ListeningSession {
+    backend_pid: i32,
+    keepalives_idle: String,
+    keepalives_interval: String,
+    keepalives_count: String,
+    user_timeout: String,
 }
 
 pub struct InvalidationListener {
@@ -78,10 +112,16 @@ impl InvalidationListener {
     /// Connects, LISTENs, then handles notices until the connection ends or stops answering.
     async fn listen_until_dropped(&self) -> anyhow::Error {
         let connecting_name = format!("logstitch-connecting-{}", self.instance_id);
-        let config = match postgres_config(&self.settings.database, &connecting_name) {
+        let mut config = match postgres_config(&self.settings.database, &connecting_name) {
             Ok(config) => config,
             Err(error) => return error.into(),
         };
+        config
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_COUNT)
+            .tcp_user_timeout(TCP_USER_TIMEOUT);
         let (client, mut connection) = match config.connect(NoTls).await {
             Ok(pair) => pair,
             Err(error) => return error.into(),
@@ -101,17 +141,24 @@ impl InvalidationListener {
             }
             anyhow::anyhow!("listener connection closed")
         });
-        let listen = format!(
-            "LISTEN {REVOCATION_CHANNEL}; LISTEN {ACK_CHANNEL}; SET application_name = '{}'",
-            listener_application_name(&self.instance_id)
-        );
-        if let Err(error) = client.batch_execute(&listen).await {
-            driver.abort();
-            return error.into();
-        }
+        let session = match self.start_listening(&client).await {
+            Ok(session) => session,
+            Err(error) => {
+                driver.abort();
+                return error;
+            }
+        };
         self.cache.flush_and_trust();
         self.status.set(true, &self.metrics);
-        tracing::info!("invalidation listener up");
+        // The settings as the backend reports them: what is in force, not what was asked.
+        tracing::info!(
+            backend_pid = session.backend_pid,
+            tcp_keepalives_idle = %session.keepalives_idle,
+            tcp_keepalives_interval = %session.keepalives_interval,
+            tcp_keepalives_count = %session.keepalives_count,
+            tcp_user_timeout = %session.user_timeout,
+            "invalidation listener up"
+        );
 
         let heartbeat_timeout = self.settings.database.pool_timeout();
         let mut heartbeat =
@@ -140,6 +187,38 @@ impl InvalidationListener {
         drop(client);
         driver.abort();
         failure
+    }
+
+    /// Keepalives, LISTEN and the census name (within the connect timeout), then the
+    /// session's settings read back.
+    async fn start_listening(&self, client: &Client) -> Result<ListeningSession, anyhow::Error> {
+        let setup = async {
+            client
+                .batch_execute(&listen_statements(&self.instance_id))
+                .await?;
+            let row = client
+                .query_one(
+                    "SELECT pg_backend_pid(), current_setting('tcp_keepalives_idle'),
+                            current_setting('tcp_keepalives_interval'),
+                            current_setting('tcp_keepalives_count'),
+                            current_setting('tcp_user_timeout')",
+                    &[],
+                )
+                .await?;
+            Ok::<_, tokio_postgres::Error>(ListeningSession {
+                backend_pid: row.get(0),
+                keepalives_idle: row.get(1),
+                keepalives_interval: row.get(2),
+                keepalives_count: row.get(3),
+                user_timeout: row.get(4),
+            })
+        };
+        match tokio::time::timeout(self.settings.database.pool_timeout(), setup).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => Err(anyhow::anyhow!(
+                "the listener's setup got no answer in time"
+            )),
+        }
     }
 
     async fn handle(&self, client: &Client, channel: &str, payload: &str) -> anyhow::Result<()> {

@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::body::JsonBody;
 use super::resource;
+use crate::auth::bearer_token;
 use crate::domain::{OrgId, ProjectId};
 use crate::error::{ApiError, ErrorCode};
 use crate::request_id::RequestId;
@@ -39,11 +40,10 @@ impl FromRequest for AdminCaller {
 
 fn check_admin_token(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     let expected = state.settings.admin.token.expose_secret().as_bytes();
-    let presented = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
-        .unwrap_or_default();
+    // The same `Bearer` parsing as keys: one spelling rule for every credential.
+    let presented = bearer_token(req.headers().get(AUTHORIZATION))
+        .unwrap_or_default()
+        .as_bytes();
     if expected.is_empty() || !bool::from(presented.ct_eq(expected)) {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,

@@ -134,7 +134,12 @@ impl Store {
             let rows = client
                 .query(&statement, &[&org.as_uuid(), &project])
                 .await?;
-            Ok(rows.iter().map(key_record).collect())
+            // A key of a type this build does not know is left out (and logged): the list
+            // keeps to the contract's types, and the key can't authenticate here anyway.
+            Ok(rows
+                .iter()
+                .filter_map(|row| Some(key_record(row, stored_key_type(row, 0, 4)?)))
+                .collect())
         })
         .await
     }
@@ -226,12 +231,16 @@ impl Store {
             let row = client
                 .query_opt(&statement, &[&hash.as_bytes().as_slice()])
                 .await?;
-            Ok(row.map(|row| Identity {
-                key_id: KeyId::from_uuid(row.get(0)),
-                organization_id: OrgId::from_uuid(row.get(1)),
-                project_id: row.get::<_, Option<Uuid>>(2).map(ProjectId::from_uuid),
-                key_type: KeyType::from_name(row.get(3)).unwrap_or(KeyType::Project),
-                revoked: row.get(4),
+            // Fail closed: a key of a type this build does not know is no valid key here,
+            // never read as some type it does know.
+            Ok(row.and_then(|row| {
+                Some(Identity {
+                    key_id: KeyId::from_uuid(row.get(0)),
+                    organization_id: OrgId::from_uuid(row.get(1)),
+                    project_id: row.get::<_, Option<Uuid>>(2).map(ProjectId::from_uuid),
+                    key_type: stored_key_type(&row, 0, 3)?,
+                    revoked: row.get(4),
+                })
             }))
         })
         .await
@@ -280,16 +289,35 @@ pub(super) async fn insert_key(
             ],
         )
         .await?;
-    Ok(key_record(&row))
+    Ok(key_record(&row, new.key.key_type()))
 }
 
-fn key_record(row: &tokio_postgres::Row) -> KeyRecord {
+/// The key type stored in column `type_column`, or None (and a warning naming the key, from
+/// column `id_column`) for a type this build does not know — say, one a newer version wrote.
+fn stored_key_type(
+    row: &tokio_postgres::Row,
+    id_column: usize,
+    type_column: usize,
+) -> Option<KeyType> {
+    let stored: &str = row.get(type_column);
+    let known = KeyType::from_name(stored);
+    if known.is_none() {
+        tracing::warn!(
+            key_id = %KeyId::from_uuid(row.get(id_column)),
+            key_type = stored,
+            "refused a key of a type this build does not know"
+        );
+    }
+    known
+}
+
+fn key_record(row: &tokio_postgres::Row, key_type: KeyType) -> KeyRecord {
     KeyRecord {
         id: KeyId::from_uuid(row.get(0)),
         organization_id: OrgId::from_uuid(row.get(1)),
         project_id: row.get::<_, Option<Uuid>>(2).map(ProjectId::from_uuid),
         prefix: row.get(3),
-        key_type: KeyType::from_name(row.get(4)).unwrap_or(KeyType::Project),
+        key_type,
         name: row.get(5),
         last_used_at: row.get(6),
         created_at: row.get(7),

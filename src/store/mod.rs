@@ -34,13 +34,12 @@ impl Store {
         Store { pool, deadline }
     }
 
-    /// The pool and the deadline from settings: waiting for a connection, then the longest
-    /// statement Postgres allows, plus a second of slack.
+    /// The pool and the deadline from settings ([`DatabaseSettings::lookup_deadline`]).
     pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<Store> {
-        let deadline = settings.pool_timeout()
-            + Duration::from_millis(settings.statement_timeout_ms)
-            + Duration::from_secs(1);
-        Ok(Store::new(connect_pool(settings)?, deadline))
+        Ok(Store::new(
+            connect_pool(settings)?,
+            settings.lookup_deadline(),
+        ))
     }
 
     pub fn pool(&self) -> &Pool {

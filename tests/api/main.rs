@@ -1,6 +1,7 @@
 //! Black-box integration tests: each starts the real server on a random port, on its own
 //! fresh database (dropped afterwards), and speaks HTTP to it.
 
+mod auth_throttle;
 mod bad_input;
 mod cli;
 mod drills;
@@ -16,6 +17,7 @@ mod openapi;
 mod outage;
 mod pg_proxy;
 mod raw_http;
+mod revocation_races;
 mod routes;
 mod security;
 mod smoke;
