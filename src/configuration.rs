@@ -11,7 +11,10 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+
 use crate::client_addr::TrustedProxies;
+use crate::domain::{KeyType, ProjectId};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -35,18 +38,18 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
     pub requests_per_second: f64,
-    pub burst: u32,
+    pub burst: NonZeroU32,
     pub overrides: Vec<RateLimitOverride>,
     pub failed_auth_per_second: f64,
-    pub failed_auth_burst: u32,
+    pub failed_auth_burst: NonZeroU32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitOverride {
-    pub project_id: uuid::Uuid,
+    pub project_id: ProjectId,
     pub requests_per_second: f64,
-    pub burst: u32,
+    pub burst: NonZeroU32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,20 +69,24 @@ pub struct GatewayRoute {
     /// Base URL, http only; the request's path and query are appended unchanged.
     pub upstream: String,
     #[serde(default = "project_keys_only")]
-    pub key_types: Vec<String>,
-    #[serde(default = "default_upstream_timeout_ms")]
-    pub timeout_ms: u64,
+    pub key_types: Vec<KeyType>,
+    #[serde(
+        rename = "timeout_ms",
+        default = "default_upstream_timeout",
+        deserialize_with = "millis"
+    )]
+    pub timeout: Duration,
     /// Pass `X-LogStitch-*` headers set by the upstream on to clients (default: dropped).
     #[serde(default)]
     pub expose_logstitch_headers: bool,
 }
 
-fn project_keys_only() -> Vec<String> {
-    vec!["project".to_owned()]
+fn project_keys_only() -> Vec<KeyType> {
+    vec![KeyType::Project]
 }
 
-fn default_upstream_timeout_ms() -> u64 {
-    10_000
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,12 +98,16 @@ pub struct ServerSettings {
     #[serde(default, deserialize_with = "optional_address")]
     pub metrics_listen: Option<SocketAddr>,
     pub workers: usize,
-    pub max_body_bytes: usize,
-    pub client_request_timeout_ms: u64,
-    pub body_read_timeout_ms: u64,
-    pub keep_alive_secs: u64,
-    pub max_connections: usize,
-    pub drain_delay_ms: u64,
+    pub max_body_bytes: NonZeroUsize,
+    #[serde(rename = "client_request_timeout_ms", deserialize_with = "millis")]
+    pub client_request_timeout: Duration,
+    #[serde(rename = "body_read_timeout_ms", deserialize_with = "millis")]
+    pub body_read_timeout: Duration,
+    #[serde(rename = "keep_alive_secs", deserialize_with = "secs")]
+    pub keep_alive: Duration,
+    pub max_connections: NonZeroUsize,
+    #[serde(rename = "drain_delay_ms", deserialize_with = "millis")]
+    pub drain_delay: Duration,
     /// Peers whose `X-Forwarded-For` is believed (see `client_addr`).
     pub trusted_proxies: TrustedProxies,
 }
@@ -106,9 +117,11 @@ pub struct ServerSettings {
 pub struct DatabaseSettings {
     /// May hold a password: secret, so it never prints.
     pub url: SecretString,
-    pub pool_max_size: usize,
-    pub pool_timeout_ms: u64,
-    pub statement_timeout_ms: u64,
+    pub pool_max_size: NonZeroUsize,
+    #[serde(rename = "pool_timeout_ms", deserialize_with = "millis")]
+    pub pool_timeout: Duration,
+    #[serde(rename = "statement_timeout_ms", deserialize_with = "millis")]
+    pub statement_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,40 +133,51 @@ pub struct AdminSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
-    pub cache_max_entries: u64,
-    pub cache_ttl_secs: u64,
-    pub negative_ttl_secs: u64,
-    pub stale_grace_secs: u64,
+    pub cache_max_entries: NonZeroU64,
+    #[serde(rename = "cache_ttl_secs", deserialize_with = "secs")]
+    pub cache_ttl: Duration,
+    #[serde(rename = "negative_ttl_secs", deserialize_with = "secs")]
+    pub negative_ttl: Duration,
+    /// Zero: fail closed while the listener is down.
+    #[serde(rename = "stale_grace_secs", deserialize_with = "secs")]
+    pub stale_grace: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySettings {
-    pub max_active_per_org: i64,
+    pub max_active_per_org: NonZeroU32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActorSettings {
-    pub idle_timeout_secs: u64,
-    pub mailbox_capacity: usize,
-    pub ask_timeout_ms: u64,
+    #[serde(rename = "idle_timeout_secs", deserialize_with = "secs")]
+    pub idle_timeout: Duration,
+    pub mailbox_capacity: NonZeroUsize,
+    #[serde(rename = "ask_timeout_ms", deserialize_with = "millis")]
+    pub ask_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LastUsedSettings {
-    pub flush_interval_ms: u64,
-    pub max_pending: usize,
+    #[serde(rename = "flush_interval_ms", deserialize_with = "millis")]
+    pub flush_interval: Duration,
+    pub max_pending: NonZeroUsize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerSettings {
-    pub reconnect_min_ms: u64,
-    pub reconnect_max_ms: u64,
-    pub heartbeat_ms: u64,
-    pub ack_timeout_ms: u64,
+    #[serde(rename = "reconnect_min_ms", deserialize_with = "millis")]
+    pub reconnect_min: Duration,
+    #[serde(rename = "reconnect_max_ms", deserialize_with = "millis")]
+    pub reconnect_max: Duration,
+    #[serde(rename = "heartbeat_ms", deserialize_with = "millis")]
+    pub heartbeat: Duration,
+    #[serde(rename = "ack_timeout_ms", deserialize_with = "millis")]
+    pub ack_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -168,6 +192,16 @@ pub enum LogFormat {
 pub struct LogSettings {
     #[serde(deserialize_with = "log_format")]
     pub format: LogFormat,
+}
+
+/// Settings named `…_ms` / `…_secs` stay integers in files and the environment; the code
+/// only ever sees a `Duration`.
+fn millis<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    u64::deserialize(deserializer).map(Duration::from_millis)
+}
+
+fn secs<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    u64::deserialize(deserializer).map(Duration::from_secs)
 }
 
 // serde's own errors for these two don't carry the key; these name the setting.
@@ -196,6 +230,9 @@ fn log_format<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<LogFo
 pub enum SettingsError {
     #[error("invalid settings: {0}")]
     Load(#[from] config::ConfigError),
+    /// A value of the wrong type or range, or an unknown key, at `path`.
+    #[error("invalid setting `{path}`: {problem}")]
+    Value { path: String, problem: String },
     #[error("invalid setting `{setting}`: {problem}")]
     Invalid {
         setting: &'static str,
@@ -223,18 +260,27 @@ impl Settings {
         if let Ok(token) = std::env::var("LOGSTITCH_ADMIN_TOKEN") {
             builder = builder.set_override("admin.token", token)?;
         }
-        let settings: Settings = builder.build()?.try_deserialize()?;
-        settings.validate()?;
-        Ok(settings)
+        Settings::from_config(builder.build()?)
     }
 
     /// The compiled-in defaults alone: no file, no environment. Tests build on these, so a
     /// developer's `LOGSTITCH_CONFIG` or `LOGSTITCH__*` can't change what they test.
     pub fn defaults() -> Result<Settings, SettingsError> {
-        let settings: Settings = Config::builder()
-            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
-            .build()?
-            .try_deserialize()?;
+        Settings::from_config(
+            Config::builder()
+                .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+                .build()?,
+        )
+    }
+
+    /// Deserializes the merged layers, naming the setting whose value is wrong, then checks
+    /// what the types can't say.
+    fn from_config(config: Config) -> Result<Settings, SettingsError> {
+        let settings: Settings =
+            serde_path_to_error::deserialize(config).map_err(|error| SettingsError::Value {
+                path: error.path().to_string(),
+                problem: error.into_inner().to_string(),
+            })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -242,12 +288,6 @@ impl Settings {
     /// Checks that types alone can't express.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let invalid = |setting, problem| Err(SettingsError::Invalid { setting, problem });
-        if self.database.pool_max_size == 0 {
-            return invalid("database.pool_max_size", "must be at least 1");
-        }
-        if self.database.pool_timeout_ms == 0 {
-            return invalid("database.pool_timeout_ms", "must be at least 1");
-        }
         if self
             .database
             .url
@@ -266,56 +306,56 @@ impl Settings {
                  deadline) must be under 120 s, the auth cache's memory of invalidations",
             );
         }
-        if self.server.max_body_bytes == 0 {
-            return invalid("server.max_body_bytes", "must be at least 1");
-        }
-        if self.server.client_request_timeout_ms == 0 || self.server.body_read_timeout_ms == 0 {
-            return invalid(
+        // Counts are NonZero by type; these waits would mean "never" or "at once" at zero.
+        let positive_durations = [
+            ("database.pool_timeout_ms", self.database.pool_timeout),
+            (
                 "server.client_request_timeout_ms",
-                "client_request_timeout_ms and body_read_timeout_ms must be at least 1",
-            );
+                self.server.client_request_timeout,
+            ),
+            ("server.body_read_timeout_ms", self.server.body_read_timeout),
+            ("last_used.flush_interval_ms", self.last_used.flush_interval),
+            ("listener.heartbeat_ms", self.listener.heartbeat),
+            ("listener.reconnect_min_ms", self.listener.reconnect_min),
+        ];
+        let routes = self.gateway.routes.iter();
+        let route_timeouts = routes.map(|route| ("gateway.routes.timeout_ms", route.timeout));
+        for (setting, duration) in positive_durations.into_iter().chain(route_timeouts) {
+            if duration.is_zero() {
+                return invalid(setting, "must be at least 1");
+            }
         }
-        if self.server.max_connections == 0 {
-            return invalid("server.max_connections", "must be at least 1");
-        }
-        if self.auth.cache_max_entries == 0 {
-            return invalid("auth.cache_max_entries", "must be at least 1");
-        }
-        if self.keys.max_active_per_org < 1 {
-            return invalid("keys.max_active_per_org", "must be at least 1");
-        }
-        if self.actors.mailbox_capacity == 0 {
-            return invalid("actors.mailbox_capacity", "must be at least 1");
-        }
-        if self.last_used.flush_interval_ms == 0 || self.last_used.max_pending == 0 {
+        if self.listener.reconnect_max < self.listener.reconnect_min {
             return invalid(
-                "last_used",
-                "flush_interval_ms and max_pending must be at least 1",
+                "listener.reconnect_max_ms",
+                "must be at least listener.reconnect_min_ms",
             );
         }
         let limits = &self.rate_limit;
-        if !is_positive_rate(limits.requests_per_second, limits.burst) {
-            return invalid(
-                "rate_limit.requests_per_second",
-                "rate and burst must be positive",
-            );
-        }
-        if !is_positive_rate(limits.failed_auth_per_second, limits.failed_auth_burst) {
-            return invalid(
+        let rates = [
+            ("rate_limit.requests_per_second", limits.requests_per_second),
+            (
                 "rate_limit.failed_auth_per_second",
-                "rate and burst must be positive",
-            );
+                limits.failed_auth_per_second,
+            ),
+        ];
+        let overrides = limits.overrides.iter().map(|o| {
+            (
+                "rate_limit.overrides.requests_per_second",
+                o.requests_per_second,
+            )
+        });
+        for (setting, per_second) in rates.into_iter().chain(overrides) {
+            // A token bucket needs a finite positive refill rate.
+            if !(per_second.is_finite() && per_second > 0.0) {
+                return invalid(setting, "must be a positive number");
+            }
         }
-        if limits
-            .overrides
-            .iter()
-            .any(|o| !is_positive_rate(o.requests_per_second, o.burst))
-        {
-            return invalid(
-                "rate_limit.overrides",
-                "every override needs a positive requests_per_second and burst",
-            );
-        }
+        self.validate_gateway_routes()
+    }
+
+    fn validate_gateway_routes(&self) -> Result<(), SettingsError> {
+        let invalid = |setting, problem| Err(SettingsError::Invalid { setting, problem });
         for route in &self.gateway.routes {
             if !route.prefix.starts_with('/')
                 || route.prefix.len() < 2
@@ -329,19 +369,11 @@ impl Settings {
             if !route.upstream.starts_with("http://") {
                 return invalid("gateway.routes.upstream", "must be an http:// URL");
             }
-            if route.key_types.is_empty()
-                || route
-                    .key_types
-                    .iter()
-                    .any(|t| crate::domain::KeyType::from_name(t).is_none())
-            {
+            if route.key_types.is_empty() {
                 return invalid(
                     "gateway.routes.key_types",
                     "must list \"project\" and/or \"master\"",
                 );
-            }
-            if route.timeout_ms == 0 {
-                return invalid("gateway.routes.timeout_ms", "must be at least 1");
             }
             if crate::routes::BUILT_IN_PATHS
                 .iter()
@@ -366,17 +398,6 @@ impl Settings {
                 "each prefix may be configured once",
             );
         }
-        if self.listener.heartbeat_ms == 0 {
-            return invalid("listener.heartbeat_ms", "must be at least 1");
-        }
-        if self.listener.reconnect_min_ms == 0
-            || self.listener.reconnect_max_ms < self.listener.reconnect_min_ms
-        {
-            return invalid(
-                "listener.reconnect_max_ms",
-                "must be at least listener.reconnect_min_ms, which must be at least 1",
-            );
-        }
         Ok(())
     }
 
@@ -384,11 +405,6 @@ impl Settings {
     pub fn admin_token(&self) -> Option<&str> {
         Some(self.admin.token.expose_secret()).filter(|token| !token.is_empty())
     }
-}
-
-/// A token bucket needs a finite positive refill rate and room for at least one token.
-fn is_positive_rate(per_second: f64, burst: u32) -> bool {
-    per_second.is_finite() && per_second > 0.0 && burst > 0
 }
 
 /// An empty string means "not set", so the setting can be cleared from the environment.
@@ -407,16 +423,10 @@ fn optional_address<'de, D: serde::Deserializer<'de>>(
 }
 
 impl DatabaseSettings {
-    pub fn pool_timeout(&self) -> Duration {
-        Duration::from_millis(self.pool_timeout_ms)
-    }
-
     /// The longest any store operation (an auth lookup among them) may take: waiting for a
     /// connection, then the longest statement Postgres allows, plus a second of slack.
     pub fn lookup_deadline(&self) -> Duration {
-        self.pool_timeout()
-            + Duration::from_millis(self.statement_timeout_ms)
-            + Duration::from_secs(1)
+        self.pool_timeout + self.statement_timeout + Duration::from_secs(1)
     }
 }
 
@@ -446,14 +456,12 @@ mod tests {
 
     #[test]
     fn an_unknown_key_names_itself() {
-        let error = Config::builder()
-            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
-            .add_source(File::from_str("[auth]\ncache_ttl = 3", FileFormat::Toml))
-            .build()
-            .unwrap()
-            .try_deserialize::<Settings>()
-            .unwrap_err();
-        assert!(error.to_string().contains("cache_ttl"), "{error}");
+        let error = with_file("[auth]\ncache_ttl = 3").unwrap_err();
+        assert!(error.contains("cache_ttl"), "{error}");
+        assert!(
+            error.contains("`auth.cache_ttl`"),
+            "the section is named too: {error}"
+        );
     }
 
     #[test]
@@ -461,8 +469,8 @@ mod tests {
         let route = |prefix: &str| GatewayRoute {
             prefix: prefix.to_owned(),
             upstream: "http://127.0.0.1:9000".to_owned(),
-            key_types: vec!["project".to_owned()],
-            timeout_ms: 1000,
+            key_types: vec![KeyType::Project],
+            timeout: Duration::from_secs(1),
             expose_logstitch_headers: false,
         };
         for bad in [
@@ -489,23 +497,58 @@ mod tests {
     fn a_lookup_deadline_as_long_as_the_invalidation_memory_is_refused() {
         let mut settings = defaults();
         let memory_ms = crate::auth::INVALIDATION_MEMORY.as_millis() as u64;
-        settings.database.pool_timeout_ms = 2000;
-        settings.database.statement_timeout_ms = memory_ms - 2000 - 1000;
+        settings.database.pool_timeout = Duration::from_millis(2000);
+        settings.database.statement_timeout = Duration::from_millis(memory_ms - 2000 - 1000);
         let error = settings.validate().unwrap_err().to_string();
         assert!(error.contains("database.statement_timeout_ms"), "{error}");
         assert!(error.contains("database.pool_timeout_ms"), "{error}");
         // The message states the memory's length: it must be the constant's.
         let seconds = format!("{} s", crate::auth::INVALIDATION_MEMORY.as_secs());
         assert!(error.contains(&seconds), "{error}");
-        settings.database.statement_timeout_ms -= 1;
+        settings.database.statement_timeout -= Duration::from_millis(1);
         settings.validate().unwrap();
+    }
+
+    /// Settings read from `toml` over the defaults, as a user's file would be.
+    fn with_file(toml: &str) -> Result<Settings, String> {
+        Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .add_source(File::from_str(toml, FileFormat::Toml))
+            .build()
+            .map_err(SettingsError::from)
+            .and_then(Settings::from_config)
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn types_refuse_what_validate_used_to_check_and_name_the_setting() {
+        for (toml, named) in [
+            ("[database]\npool_max_size = 0", "database.pool_max_size"),
+            ("[rate_limit]\nburst = 0", "rate_limit.burst"),
+            ("[server]\nmax_connections = 0", "server.max_connections"),
+            (
+                "[[gateway.routes]]\nprefix = \"/x\"\nupstream = \"http://h\"\nkey_types = [\"viewer\"]",
+                "viewer",
+            ),
+            (
+                "[[rate_limit.overrides]]\nproject_id = \"nope\"\nrequests_per_second = 1.0\nburst = 1",
+                "project_id",
+            ),
+        ] {
+            let error = with_file(toml).unwrap_err();
+            assert!(error.contains(named), "{toml}: {error}");
+        }
+        let typed =
+            with_file("[database]\npool_timeout_ms = 1500\n[auth]\ncache_ttl_secs = 7").unwrap();
+        assert_eq!(typed.database.pool_timeout, Duration::from_millis(1500));
+        assert_eq!(typed.auth.cache_ttl, Duration::from_secs(7));
     }
 
     #[test]
     fn a_semantic_error_names_the_setting() {
         let mut settings = defaults();
-        settings.database.pool_max_size = 0;
+        settings.listener.heartbeat = Duration::ZERO;
         let error = settings.validate().unwrap_err();
-        assert!(error.to_string().contains("database.pool_max_size"));
+        assert!(error.to_string().contains("listener.heartbeat_ms"));
     }
 }

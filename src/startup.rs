@@ -84,7 +84,7 @@ impl Background {
             state.store.clone(),
             state.metrics.clone(),
         );
-        let interval = Duration::from_millis(state.settings.last_used.flush_interval_ms);
+        let interval = state.settings.last_used.flush_interval;
         self.tasks.push(tokio::spawn(async move {
             recorder.run(store, metrics, interval).await
         }));
@@ -167,7 +167,7 @@ impl Application {
         let signals = actix_rt::spawn(stop_on_signal(
             self.server_handle(),
             self.state.clone(),
-            Duration::from_millis(self.state.settings.server.drain_delay_ms),
+            self.state.settings.server.drain_delay,
         ));
         let results = futures_util::future::join_all(self.servers).await;
         signals.abort();
@@ -241,7 +241,7 @@ fn app_state(
         Arc::new(store.clone()),
         metrics.clone(),
     ));
-    let last_used = Arc::new(LastUsedRecorder::new(settings.last_used.max_pending));
+    let last_used = Arc::new(LastUsedRecorder::new(settings.last_used.max_pending.get()));
     metrics.watch(store.pool().clone(), auth_cache.clone(), last_used.clone());
     let org_actors = OrgActors::new(
         background.arbiter.handle(),
@@ -274,9 +274,8 @@ fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::io::
         admin: settings.admin_token().is_some(),
         metrics: settings.server.metrics_listen.is_none(),
     };
-    let max_body = settings.server.max_body_bytes;
-    let body_timeout =
-        routes::BodyReadTimeout(Duration::from_millis(settings.server.body_read_timeout_ms));
+    let max_body = settings.server.max_body_bytes.get();
+    let body_timeout = routes::BodyReadTimeout(settings.server.body_read_timeout);
     let gateway_routes = settings.gateway.routes.clone();
     let mut server = HttpServer::new(move || {
         App::new()
@@ -296,11 +295,9 @@ fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::io::
     .shutdown_timeout(10)
     // Signals are ours (see `run_until_stopped`): SIGTERM drains before stopping.
     .disable_signals()
-    .client_request_timeout(Duration::from_millis(
-        settings.server.client_request_timeout_ms,
-    ))
-    .keep_alive(Duration::from_secs(settings.server.keep_alive_secs))
-    .max_connections(settings.server.max_connections)
+    .client_request_timeout(settings.server.client_request_timeout)
+    .keep_alive(settings.server.keep_alive)
+    .max_connections(settings.server.max_connections.get())
     .listen(listener)?;
     if settings.server.workers > 0 {
         server = server.workers(settings.server.workers);

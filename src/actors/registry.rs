@@ -108,12 +108,12 @@ impl OrgActors {
             store,
             cache,
             acks,
-            ack_timeout: Duration::from_millis(settings.listener.ack_timeout_ms),
+            ack_timeout: settings.listener.ack_timeout,
             metrics,
-            max_active_keys: settings.keys.max_active_per_org,
-            mailbox_capacity: settings.actors.mailbox_capacity,
-            idle_timeout: Duration::from_secs(settings.actors.idle_timeout_secs),
-            ask_timeout: Duration::from_millis(settings.actors.ask_timeout_ms),
+            max_active_keys: i64::from(settings.keys.max_active_per_org.get()),
+            mailbox_capacity: settings.actors.mailbox_capacity.get(),
+            idle_timeout: settings.actors.idle_timeout,
+            ask_timeout: settings.actors.ask_timeout,
         }
     }
 

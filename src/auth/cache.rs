@@ -112,10 +112,10 @@ pub struct CacheSettings {
 
 pub fn cache_settings(auth: &crate::configuration::AuthSettings) -> CacheSettings {
     CacheSettings {
-        max_entries: auth.cache_max_entries,
-        ttl: Duration::from_secs(auth.cache_ttl_secs),
-        unknown_ttl: Duration::from_secs(auth.negative_ttl_secs),
-        stale_grace: Duration::from_secs(auth.stale_grace_secs),
+        max_entries: auth.cache_max_entries.get(),
+        ttl: auth.cache_ttl,
+        unknown_ttl: auth.negative_ttl,
+        stale_grace: auth.stale_grace,
     }
 }
 

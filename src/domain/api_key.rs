@@ -24,6 +24,18 @@ pub enum KeyType {
     Project,
 }
 
+/// From settings (`gateway.routes.key_types`): "master" or "project"; anything else is an error.
+impl<'de> serde::Deserialize<'de> for KeyType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        KeyType::from_name(&raw).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{raw:?} is not a key type (\"project\" or \"master\")"
+            ))
+        })
+    }
+}
+
 impl KeyType {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -30,6 +30,16 @@ macro_rules! uuid_id {
             }
         }
 
+        /// From settings files: the hyphenated form only, like [`Self::parse`].
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(deserializer)?;
+                $name::parse(&raw).ok_or_else(|| {
+                    serde::de::Error::custom(format!("{raw:?} is not a hyphenated UUID"))
+                })
+            }
+        }
+
         impl Default for $name {
             fn default() -> Self {
                 Self::new()

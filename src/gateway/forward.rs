@@ -43,12 +43,8 @@ pub fn configure<'a>(
     for route in routes {
         let target = Target {
             upstream: route.upstream.trim_end_matches('/').to_owned(),
-            key_types: route
-                .key_types
-                .iter()
-                .filter_map(|name| KeyType::from_name(name))
-                .collect(),
-            timeout: Duration::from_millis(route.timeout_ms),
+            key_types: route.key_types.clone(),
+            timeout: route.timeout,
             expose_logstitch_headers: route.expose_logstitch_headers,
             label: route.prefix.clone(),
         };

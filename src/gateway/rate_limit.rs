@@ -146,7 +146,7 @@ impl KeyRateLimits {
             buckets: Buckets::new(),
             default: Limit {
                 per_second: settings.requests_per_second,
-                burst: settings.burst,
+                burst: settings.burst.get(),
             },
             overrides: settings
                 .overrides
@@ -154,9 +154,9 @@ impl KeyRateLimits {
                 .map(|o| {
                     let limit = Limit {
                         per_second: o.requests_per_second,
-                        burst: o.burst,
+                        burst: o.burst.get(),
                     };
-                    (ProjectId::from_uuid(o.project_id), limit)
+                    (o.project_id, limit)
                 })
                 .collect(),
         }
@@ -184,7 +184,7 @@ impl FailedAuthThrottle {
             buckets: Buckets::new(),
             limit: Limit {
                 per_second: settings.failed_auth_per_second,
-                burst: settings.failed_auth_burst,
+                burst: settings.failed_auth_burst.get(),
             },
         }
     }

@@ -91,8 +91,8 @@ pub struct InvalidationListener {
 impl InvalidationListener {
     /// Runs until its task is dropped.
     pub async fn run(self) {
-        let min = Duration::from_millis(self.settings.listener.reconnect_min_ms);
-        let max = Duration::from_millis(self.settings.listener.reconnect_max_ms);
+        let min = self.settings.listener.reconnect_min;
+        let max = self.settings.listener.reconnect_max;
         let mut backoff = min;
         loop {
             let started = Instant::now();
@@ -160,9 +160,8 @@ impl InvalidationListener {
             "invalidation listener up"
         );
 
-        let heartbeat_timeout = self.settings.database.pool_timeout();
-        let mut heartbeat =
-            tokio::time::interval(Duration::from_millis(self.settings.listener.heartbeat_ms));
+        let heartbeat_timeout = self.settings.database.pool_timeout;
+        let mut heartbeat = tokio::time::interval(self.settings.listener.heartbeat);
         heartbeat.tick().await;
         let failure = loop {
             tokio::select! {
@@ -213,7 +212,7 @@ impl InvalidationListener {
                 user_timeout: row.get(4),
             })
         };
-        match tokio::time::timeout(self.settings.database.pool_timeout(), setup).await {
+        match tokio::time::timeout(self.settings.database.pool_timeout, setup).await {
             Ok(result) => result.map_err(Into::into),
             Err(_) => Err(anyhow::anyhow!(
                 "the listener's setup got no answer in time"
@@ -240,7 +239,7 @@ impl InvalidationListener {
         if !revocation.is_empty() {
             let ack = format!("{revocation}:{}", self.instance_id);
             let sent = tokio::time::timeout(
-                self.settings.database.pool_timeout(),
+                self.settings.database.pool_timeout,
                 client.execute("SELECT pg_notify($1, $2)", &[&ACK_CHANNEL, &ack]),
             )
             .await;

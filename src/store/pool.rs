@@ -62,11 +62,11 @@ pub fn postgres_config(
     application_name: &str,
 ) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
     let mut config: tokio_postgres::Config = settings.url.expose_secret().parse()?;
-    config.connect_timeout(settings.pool_timeout());
+    config.connect_timeout(settings.pool_timeout);
     config.application_name(application_name);
     config.options(format!(
         "-c statement_timeout={}",
-        settings.statement_timeout_ms
+        settings.statement_timeout.as_millis()
     ));
     Ok(config)
 }
@@ -83,9 +83,9 @@ pub fn connect_pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
             recycling_method: RecyclingMethod::Verified,
         },
     );
-    let timeout = Some(settings.pool_timeout());
+    let timeout = Some(settings.pool_timeout);
     let pool = Pool::builder(manager)
-        .max_size(settings.pool_max_size)
+        .max_size(settings.pool_max_size.get())
         .wait_timeout(timeout)
         .create_timeout(timeout)
         .recycle_timeout(Some(Duration::from_secs(1)))

@@ -13,7 +13,7 @@ const BURST: u32 = 5;
 /// A throttle that, once spent, stays spent for the whole test (one token per 100 s).
 async fn app_with_a_small_throttle() -> TestApp {
     spawn_app_with(TestDatabase::create().await, |settings| {
-        settings.rate_limit.failed_auth_burst = BURST;
+        settings.rate_limit.failed_auth_burst = std::num::NonZeroU32::new(BURST).unwrap();
         settings.rate_limit.failed_auth_per_second = 0.01;
     })
     .await

@@ -49,11 +49,11 @@ const RECOVER_WITHIN: Duration = Duration::from_secs(10);
 
 /// Short timings so every drill runs in seconds.
 fn drill_settings(settings: &mut Settings) {
-    settings.database.pool_timeout_ms = POOL_TIMEOUT_MS;
-    settings.listener.reconnect_min_ms = 100;
-    settings.listener.reconnect_max_ms = 400;
-    settings.listener.heartbeat_ms = 500;
-    settings.listener.ack_timeout_ms = 1000;
+    settings.database.pool_timeout = std::time::Duration::from_millis(POOL_TIMEOUT_MS);
+    settings.listener.reconnect_min = std::time::Duration::from_millis(100);
+    settings.listener.reconnect_max = std::time::Duration::from_millis(400);
+    settings.listener.heartbeat = std::time::Duration::from_millis(500);
+    settings.listener.ack_timeout = std::time::Duration::from_millis(1000);
 }
 
 /// An isolated instance whose every database connection (pool and listener) goes through
@@ -383,7 +383,7 @@ async fn drill_2_stale_grace_serves_cached_valid_keys_for_at_most_n_seconds() {
     let db = TestDatabase::create().await;
     let proxy = PgProxy::in_front_of(&db.url).await;
     let app = instance_behind(db, &proxy, |settings| {
-        settings.auth.stale_grace_secs = GRACE.as_secs();
+        settings.auth.stale_grace = std::time::Duration::from_secs(GRACE.as_secs());
     })
     .await;
     let org = app.create_org("Drill 2").await;
@@ -516,7 +516,7 @@ async fn restart_drill(label: &str, stale_grace_secs: u64) {
     let proxy = PgProxy::in_front_of(&db.url).await;
     let a = spawn_isolated_app_with(db.clone(), drill_settings).await;
     let b = instance_behind(db.clone(), &proxy, |settings| {
-        settings.auth.stale_grace_secs = stale_grace_secs;
+        settings.auth.stale_grace = std::time::Duration::from_secs(stale_grace_secs);
     })
     .await;
     let org = a.create_org("Drill 3").await;
@@ -1004,7 +1004,7 @@ async fn drill_5_pool_exhausted_answers_503_within_the_wait_and_recovers() {
     let db = TestDatabase::create().await;
     let app = spawn_isolated_app_with(db.clone(), |settings| {
         drill_settings(settings);
-        settings.database.pool_max_size = 1;
+        settings.database.pool_max_size = std::num::NonZeroUsize::new(1).unwrap();
     })
     .await;
     let org = app.create_org("Drill 5").await;

@@ -10,6 +10,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use futures_util::StreamExt;
 use logstitch_gateway::configuration::{GatewayRoute, RateLimitOverride, Settings};
+use logstitch_gateway::domain::KeyType;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -107,8 +108,11 @@ pub fn route(prefix: &str, upstream: &str, key_types: &[&str], timeout_ms: u64) 
     GatewayRoute {
         prefix: prefix.to_owned(),
         upstream: upstream.to_owned(),
-        key_types: key_types.iter().map(|t| t.to_string()).collect(),
-        timeout_ms,
+        key_types: key_types
+            .iter()
+            .map(|name| KeyType::from_name(name).expect("a key type"))
+            .collect(),
+        timeout: Duration::from_millis(timeout_ms),
         expose_logstitch_headers: false,
     }
 }
@@ -282,7 +286,7 @@ async fn prefixes_match_at_segment_boundaries_only() {
 async fn large_bodies_stream_both_ways() {
     let upstream = start_upstream();
     let app = gateway(&upstream, |settings| {
-        settings.gateway.routes[0].timeout_ms = 20_000;
+        settings.gateway.routes[0].timeout = std::time::Duration::from_millis(20_000);
     })
     .await;
     let org = app.create_org("Stream").await;
@@ -352,7 +356,7 @@ async fn bursts_over_the_key_limit_get_429_and_other_keys_are_unaffected() {
     let upstream = start_upstream();
     let app = gateway(&upstream, |settings| {
         settings.rate_limit.requests_per_second = 0.5;
-        settings.rate_limit.burst = 3;
+        settings.rate_limit.burst = std::num::NonZeroU32::new(3).unwrap();
     })
     .await;
     let org = app.create_org("Limits").await;
@@ -406,16 +410,16 @@ async fn a_project_override_replaces_the_default_limit() {
     let setup = spawn_app_with(db.clone(), |_| {}).await;
     let org = setup.create_org("Override").await;
     let (_, key) = setup.new_project_key(&org).await;
-    let project: uuid::Uuid = org.project_id.parse().unwrap();
+    let project = logstitch_gateway::domain::ProjectId::parse(&org.project_id).unwrap();
     let url = upstream.url.clone();
     let app = spawn_app_with(db, move |settings| {
         settings.gateway.routes = vec![route("/api/v1/events", &url, &["project"], 1000)];
         settings.rate_limit.requests_per_second = 0.5;
-        settings.rate_limit.burst = 1;
+        settings.rate_limit.burst = std::num::NonZeroU32::new(1).unwrap();
         settings.rate_limit.overrides = vec![RateLimitOverride {
             project_id: project,
             requests_per_second: 0.5,
-            burst: 4,
+            burst: std::num::NonZeroU32::new(4).unwrap(),
         }];
     })
     .await;
@@ -437,7 +441,7 @@ async fn failed_authentications_are_throttled_per_ip_before_any_lookup() {
     let upstream = start_upstream();
     let app = gateway(&upstream, |settings| {
         settings.rate_limit.failed_auth_per_second = 0.1;
-        settings.rate_limit.failed_auth_burst = 5;
+        settings.rate_limit.failed_auth_burst = std::num::NonZeroU32::new(5).unwrap();
     })
     .await;
     let org = app.create_org("Guessing").await;

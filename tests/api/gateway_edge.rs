@@ -247,7 +247,7 @@ async fn failures_until_throttled(app: &TestApp, client: &str) -> Vec<u16> {
 #[actix_web::test]
 async fn the_failed_auth_throttle_sees_the_client_only_behind_a_trusted_proxy() {
     let throttle = |settings: &mut logstitch_gateway::configuration::Settings| {
-        settings.rate_limit.failed_auth_burst = 3;
+        settings.rate_limit.failed_auth_burst = std::num::NonZeroU32::new(3).unwrap();
         settings.rate_limit.failed_auth_per_second = 0.001;
     };
     let upstream = start_upstream();

@@ -177,7 +177,7 @@ async fn unknown_keys_are_looked_up_once_and_malformed_keys_never() {
 #[actix_web::test]
 async fn last_used_at_is_written_in_batches_and_the_backlog_drains() {
     let app = spawn_app_with(TestDatabase::create().await, |settings| {
-        settings.last_used.flush_interval_ms = 200;
+        settings.last_used.flush_interval = std::time::Duration::from_millis(200);
     })
     .await;
     let org = app.create_org("Acme").await;
@@ -214,7 +214,7 @@ async fn last_used_at_is_written_in_batches_and_the_backlog_drains() {
 async fn last_used_at_pending_at_shutdown_is_written() {
     let app = spawn_app_with(TestDatabase::create().await, |settings| {
         // No periodic flush during the test: only the shutdown flush can write it.
-        settings.last_used.flush_interval_ms = 600_000;
+        settings.last_used.flush_interval = std::time::Duration::from_millis(600_000);
     })
     .await;
     let org = app.create_org("Acme").await;
@@ -248,7 +248,7 @@ async fn last_used_at_pending_at_shutdown_is_written() {
 #[actix_web::test]
 async fn idle_org_actors_stop_and_are_started_again_on_use() {
     let app = spawn_app_with(TestDatabase::create().await, |settings| {
-        settings.actors.idle_timeout_secs = 1;
+        settings.actors.idle_timeout = std::time::Duration::from_secs(1);
     })
     .await;
     let org = app.create_org("Acme").await;
@@ -277,8 +277,8 @@ async fn idle_org_actors_stop_and_are_started_again_on_use() {
 async fn a_busy_org_actor_answers_503_and_a_503_creates_nothing() {
     let app = spawn_app_with(TestDatabase::create().await, |settings| {
         // A mailbox of one and almost no patience: most concurrent creates give up.
-        settings.actors.mailbox_capacity = 1;
-        settings.actors.ask_timeout_ms = 1;
+        settings.actors.mailbox_capacity = std::num::NonZeroUsize::new(1).unwrap();
+        settings.actors.ask_timeout = std::time::Duration::from_millis(1);
     })
     .await;
     let org = app.create_org("Acme").await;

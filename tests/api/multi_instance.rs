@@ -109,8 +109,8 @@ async fn a_revoke_while_b_reconnects_is_never_served_from_b_cache() {
     let db = TestDatabase::create().await;
     let a = spawn_isolated_app_with(db.clone(), |_| {}).await;
     let b = spawn_isolated_app_with(db, |settings| {
-        settings.listener.reconnect_min_ms = 1500;
-        settings.listener.reconnect_max_ms = 3000;
+        settings.listener.reconnect_min = std::time::Duration::from_millis(1500);
+        settings.listener.reconnect_max = std::time::Duration::from_millis(3000);
     })
     .await;
     let org = a.create_org("Acme").await;
@@ -184,8 +184,10 @@ async fn concurrent_first_uses_on_the_other_instance_make_one_lookup() {
 #[actix_web::test]
 async fn the_key_limit_holds_for_concurrent_creates_on_two_instances() {
     const LIMIT: usize = 10;
-    let (a, b) =
-        spawn_isolated_pair(|settings| settings.keys.max_active_per_org = LIMIT as i64).await;
+    let (a, b) = spawn_isolated_pair(|settings| {
+        settings.keys.max_active_per_org = std::num::NonZeroU32::new(LIMIT as u32).unwrap()
+    })
+    .await;
     let org = a.create_org("Acme").await;
     // The master key counts: it and LIMIT - 2 project keys leave room for exactly one more.
     for i in 0..LIMIT - 2 {
@@ -246,7 +248,7 @@ async fn no_2xx_begins_after_the_revoke_returned() {
         // A second of refusals from 16 clients is a failed-auth flood from one address;
         // lift the throttle so every refusal is the revocation's own 401.
         settings.rate_limit.failed_auth_per_second = 1e6;
-        settings.rate_limit.failed_auth_burst = 1_000_000;
+        settings.rate_limit.failed_auth_burst = std::num::NonZeroU32::new(1_000_000).unwrap();
     })
     .await;
     let org = a.create_org("Acme").await;

@@ -442,7 +442,7 @@ async fn real_responses_have_the_described_shapes() {
 async fn the_failed_auth_throttle_answers_as_described() {
     let db = crate::helpers::TestDatabase::create().await;
     let app = crate::helpers::spawn_app_with(db, |settings| {
-        settings.rate_limit.failed_auth_burst = 2;
+        settings.rate_limit.failed_auth_burst = std::num::NonZeroU32::new(2).unwrap();
         settings.rate_limit.failed_auth_per_second = 0.01;
     })
     .await;

@@ -24,7 +24,7 @@ async fn app_behind_proxy() -> (TestApp, PgProxy) {
     let url = proxy.url_through(&db.url);
     let app = spawn_app_with(db, |settings| {
         settings.database.url = SecretString::from(url);
-        settings.database.pool_timeout_ms = POOL_TIMEOUT_MS;
+        settings.database.pool_timeout = std::time::Duration::from_millis(POOL_TIMEOUT_MS);
     })
     .await;
     (app, proxy)

@@ -400,8 +400,8 @@ async fn concurrent_lookups_of_one_key_while_the_listener_is_down_make_one_query
     let db = TestDatabase::create().await;
     let app = spawn_isolated_app_with(db.clone(), |settings| {
         // Down for the whole test once killed.
-        settings.listener.reconnect_min_ms = 60_000;
-        settings.listener.reconnect_max_ms = 60_000;
+        settings.listener.reconnect_min = std::time::Duration::from_millis(60_000);
+        settings.listener.reconnect_max = std::time::Duration::from_millis(60_000);
     })
     .await;
     let org = app.create_org("Distrusted").await;

@@ -1565,7 +1565,7 @@ fn carries_the_key(value: &[u8], key: &str) -> bool {
 async fn fuzzed_authorization_headers_are_answered_in_the_envelope() {
     let db = TestDatabase::create().await;
     let app = spawn_app_with(db, |settings| {
-        settings.rate_limit.failed_auth_burst = 1_000_000;
+        settings.rate_limit.failed_auth_burst = std::num::NonZeroU32::new(1_000_000).unwrap();
     })
     .await;
     let org = app.create_org("Fuzz").await;
@@ -1867,7 +1867,7 @@ async fn fuzzed_json_bodies_never_yield_a_5xx_and_always_the_envelope() {
 async fn a_slow_request_head_is_cut_off() {
     let db = TestDatabase::create().await;
     let app = spawn_app_with(db, |settings| {
-        settings.server.client_request_timeout_ms = 500;
+        settings.server.client_request_timeout = std::time::Duration::from_millis(500);
     })
     .await;
     let port = app.port;
@@ -1922,7 +1922,7 @@ async fn a_slow_request_head_is_cut_off() {
 async fn a_slow_json_body_is_408_request_timeout() {
     let db = TestDatabase::create().await;
     let app = spawn_app_with(db, |settings| {
-        settings.server.body_read_timeout_ms = 500;
+        settings.server.body_read_timeout = std::time::Duration::from_millis(500);
     })
     .await;
     let org = app.create_org("Slow").await;
@@ -2061,9 +2061,9 @@ async fn an_oversized_request_head_is_refused_and_the_server_keeps_serving() {
 async fn connections_beyond_max_connections_wait_until_one_closes() {
     let db = TestDatabase::create().await;
     let mut app = spawn_app_with(db, |settings| {
-        settings.server.max_connections = 2;
+        settings.server.max_connections = std::num::NonZeroUsize::new(2).unwrap();
         settings.server.workers = 1;
-        settings.server.keep_alive_secs = 30;
+        settings.server.keep_alive = std::time::Duration::from_secs(30);
     })
     .await;
     // The readiness checks left a pooled keep-alive connection in the test client: drop the
@@ -2121,8 +2121,8 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
 async fn a_slow_second_request_head_on_a_keep_alive_connection_is_cut_off() {
     let db = TestDatabase::create().await;
     let app = spawn_app_with(db, |settings| {
-        settings.server.client_request_timeout_ms = 500;
-        settings.server.keep_alive_secs = 1;
+        settings.server.client_request_timeout = std::time::Duration::from_millis(500);
+        settings.server.keep_alive = std::time::Duration::from_secs(1);
     })
     .await;
     let port = app.port;
