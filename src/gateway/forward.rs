@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 
@@ -81,8 +81,29 @@ async fn forward(
         .send(upstream)
         .await
         .map_err(|error| logged(error, &target, &state))?;
+    if response.status.is_informational() {
+        // We never ask to upgrade (Upgrade is hop-by-hop): a 101 or other 1xx as the final
+        // answer would let a front proxy turn this connection into a tunnel.
+        let status = response.status;
+        return Err(logged(
+            UpstreamError::Unavailable(format!("upstream answered {status}")),
+            &target,
+            &state,
+        ));
+    }
     let mut answer = response_filter(response.status, &response.headers, &target, &ctx);
+    // These answers have no body whatever Content-Length says (RFC 9110 §6.4.1): HEAD keeps
+    // the upstream's length as a header; 204 and 304 end at their head.
+    let bodiless = matches!(
+        response.status,
+        StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+    );
     Ok(match response.content_length {
+        _ if bodiless => answer.finish(),
+        Some(length) if req.method() == Method::HEAD => answer.body(SizedStream::new(
+            length,
+            futures_util::stream::empty::<Result<_, std::io::Error>>(),
+        )),
         Some(length) => answer.body(SizedStream::new(length, response.body)),
         None => answer.streaming(response.body),
     })

@@ -18,6 +18,24 @@ const OURS: [&str; 5] = [
 ];
 const OUR_PREFIX: &str = "x-logstitch-";
 
+/// Client headers some upstream stacks obey as if a proxy had set them: URL and method
+/// overrides (IIS, Symfony, Zend: a route's permission bypassed), client-address claims, and
+/// credentials meant for a proxy. Never forwarded, in any spelling.
+const NEVER_FORWARDED: [&str; 11] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+];
+const PROXY_PREFIX: &str = "proxy-";
+
 /// Whether `name` is, read with `_` as `-`, one of the headers only the gateway may set.
 pub fn is_ours(name: &str) -> bool {
     has_our_prefix(name)
@@ -79,7 +97,14 @@ pub fn for_each_end_to_end<'a>(
 pub fn forwards_request_header(name: &HeaderName, underscores: bool) -> bool {
     let name = name.as_str();
     // Header names are lower case here (the parser normalises them).
-    name != "authorization" && !is_ours(name) && (underscores || !name.contains('_'))
+    let claims_to_be_a_proxy = starts_like(name, PROXY_PREFIX)
+        || NEVER_FORWARDED
+            .iter()
+            .any(|never| name.len() == never.len() && starts_like(name, never));
+    name != "authorization"
+        && !is_ours(name)
+        && !claims_to_be_a_proxy
+        && (underscores || !name.contains('_'))
 }
 
 /// Whether an upstream's end-to-end response header may reach the client.
@@ -122,13 +147,61 @@ impl Forwarding {
             element.push_str(";host=");
             element.push_str(&token_or_quoted(host));
         }
-        let forwarded = match joined(client, "forwarded") {
+        // Like X-Forwarded-For, the client's chain is kept and extended; from an untrusted
+        // peer only its `for=` claims stay, so no proto or host claim of the client's survives.
+        let earlier = joined(client, "forwarded").map(|list| {
+            if self.peer_is_trusted {
+                list
+            } else {
+                only_for_parameters(&list)
+            }
+        });
+        let forwarded = match earlier.filter(|list| !list.is_empty()) {
             Some(list) => format!("{list}, {element}"),
             None => element,
         };
         push(&mut out, "forwarded", forwarded);
         out
     }
+}
+
+/// A `Forwarded` list (RFC 7239) with every parameter but `for` removed; elements left empty
+/// are dropped. Splits on `,` and `;` outside quoted strings.
+fn only_for_parameters(list: &str) -> String {
+    let mut elements = Vec::new();
+    for element in split_unquoted(list, ',') {
+        let kept: Vec<&str> = split_unquoted(element, ';')
+            .into_iter()
+            .map(str::trim)
+            .filter(|pair| {
+                pair.split_once('=')
+                    .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("for"))
+            })
+            .collect();
+        if !kept.is_empty() {
+            elements.push(kept.join(";"));
+        }
+    }
+    elements.join(", ")
+}
+
+fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut quoted, mut escaped, mut start) = (false, false, 0);
+    for (at, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            _ if c == separator && !quoted => {
+                parts.push(&text[start..at]);
+                start = at + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
 }
 
 /// Every value of `name`, in order, as one comma-separated list (RFC 9110 §5.3).
@@ -228,6 +301,17 @@ mod tests {
         ));
         assert!(!forwards_request_header(&name("x_request_id"), true));
         assert!(!forwards_request_header(&name("authorization"), true));
+        for claim in [
+            "x-original-url",
+            "x_rewrite_url",
+            "x-http-method-override",
+            "x-real-ip",
+            "true-client-ip",
+            "proxy-authorization",
+            "proxy_connection",
+        ] {
+            assert!(!forwards_request_header(&name(claim), true), "{claim}");
+        }
         assert!(forwards_request_header(&name("x-custom"), false));
     }
 
@@ -289,6 +373,22 @@ mod tests {
                     "http",
                     "gateway.test",
                     "for=192.0.2.1;proto=http;host=gateway.test",
+                ],
+            ),
+            // An untrusted client's Forwarded keeps only its `for=` claims.
+            (
+                &[
+                    ("host", "gw.test"),
+                    ("forwarded", "for=9.9.9.9;proto=https;host=admin.internal"),
+                    ("forwarded", "by=x;host=\"a,b\", For=\"[2001:db8::1]\""),
+                ],
+                "127.0.0.1",
+                false,
+                [
+                    "127.0.0.1",
+                    "http",
+                    "gw.test",
+                    "for=9.9.9.9, For=\"[2001:db8::1]\", for=127.0.0.1;proto=http;host=gw.test",
                 ],
             ),
             // A trusted proxy's proto and host are kept; lists are extended; IPv6 quoted.

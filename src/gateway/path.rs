@@ -33,8 +33,8 @@ pub enum PathError {
     DoubleEncoding,
     #[error("\"..\" segments must not climb above the root")]
     AboveRoot,
-    #[error("a dot segment with path parameters (\"..;\") is ambiguous")]
-    DisguisedDotSegment,
+    #[error("path parameters (\";\") are refused: some servers strip them (\"admin;x\" read as \"admin\", \"..;\" as \"..\")")]
+    PathParameter,
 }
 
 /// The normalised form of `raw` (an origin-form path, without the query), or why there is
@@ -46,14 +46,17 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     };
     let plain = !raw
         .bytes()
-        .any(|b| b == b'%' || b == b'\\' || b.is_ascii_control())
-        && !raw.contains("/.");
+        .any(|b| matches!(b, b'%' | b'\\' | b';') || b.is_ascii_control())
+        && !raw.contains("/.")
+        && !raw.contains("//");
     if plain {
         return Ok(Cow::Borrowed(raw));
     }
     let mut segments: Vec<String> = Vec::new();
     let mut ends_in_directory = false;
-    for raw_segment in rest.split('/') {
+    let mut raw_segments = rest.split('/').peekable();
+    while let Some(raw_segment) = raw_segments.next() {
+        let last = raw_segments.peek().is_none();
         let segment = normalize_segment(raw_segment)?;
         ends_in_directory = false;
         match segment.as_str() {
@@ -62,13 +65,11 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
                 segments.pop().ok_or(PathError::AboveRoot)?;
                 ends_in_directory = true;
             }
-            _ => {
-                let bare = segment.split(';').next().unwrap_or_default();
-                if bare == "." || bare == ".." {
-                    return Err(PathError::DisguisedDotSegment);
-                }
-                segments.push(segment);
-            }
+            // Empty segments merge (`//` is `/`, as nginx's merge_slashes): an upstream that
+            // merges them must not see a path another route would have matched.
+            "" if !last => {}
+            "" => ends_in_directory = true,
+            _ => segments.push(segment),
         }
     }
     let mut path = String::with_capacity(raw.len());
@@ -110,6 +111,7 @@ fn normalize_segment(raw: &str) -> Result<String, PathError> {
                 i += 3;
             }
             b'\\' => return Err(PathError::Backslash),
+            b';' => return Err(PathError::PathParameter),
             _ if byte.is_ascii_control() => return Err(PathError::ControlByte),
             _ => {
                 // A URI path is ASCII (the HTTP parser guarantees it), so bytes are chars.
@@ -189,7 +191,7 @@ mod tests {
             "/api/v1/events",
             "/api/v1/events/a.b",
             "/a/b/",
-            "/a;b=c",
+            "/a/%3Bb",
         ] {
             assert!(
                 matches!(normalize(raw), Ok(Cow::Borrowed(p)) if p == raw),
@@ -216,6 +218,10 @@ mod tests {
             ("/x/%7E%2D%5F", "/x/~-_"),
             ("/x/100%25", "/x/100%25"),
             ("/x/%25zz", "/x/%25zz"),
+            ("/ingest//admin/x", "/ingest/admin/x"),
+            ("//x", "/x"),
+            ("/a//", "/a/"),
+            ("/a/%3b", "/a/%3B"),
         ] {
             assert_eq!(ok(raw), normal, "{raw}");
             assert_eq!(ok(normal), normal, "normalising {normal} again");
@@ -239,8 +245,10 @@ mod tests {
             ("/..", PathError::AboveRoot),
             ("/api/../../x", PathError::AboveRoot),
             ("/%2e%2e/x", PathError::AboveRoot),
-            ("/api/v1/open/..;/events", PathError::DisguisedDotSegment),
-            ("/api/v1/open/.;x/events", PathError::DisguisedDotSegment),
+            ("/api/v1/open/..;/events", PathError::PathParameter),
+            ("/api/v1/open/.;x/events", PathError::PathParameter),
+            ("/ingest/admin;a/x", PathError::PathParameter),
+            ("/ingest/admin;/x", PathError::PathParameter),
         ];
         for (raw, expected) in cases {
             assert_eq!(normalize(raw), Err(expected), "{raw}");

@@ -191,11 +191,23 @@ impl FailedAuthThrottle {
 
     /// Refused when this IP has used up its failures: checked before any lookup.
     pub fn check(&self, ip: IpAddr) -> RateDecision {
-        self.buckets.peek(&ip, self.limit)
+        self.buckets.peek(&bucket_of(ip), self.limit)
     }
 
     pub fn record_failure(&self, ip: IpAddr) {
-        self.buckets.take(&ip, self.limit);
+        self.buckets.take(&bucket_of(ip), self.limit);
+    }
+}
+
+/// One bucket per IPv4 address, and per IPv6 /64: a single host is routinely handed a whole
+/// /64, so per-/128 buckets would give one attacker 2^64 of them.
+fn bucket_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(network.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -242,6 +254,24 @@ mod tests {
             assert!(buckets.peek(&"k", LIMIT).allowed);
         }
         assert_eq!(buckets.take(&"k", LIMIT).remaining, 2);
+    }
+
+    #[test]
+    fn failed_auths_share_a_bucket_per_ipv6_64_and_per_ipv4_address() {
+        let throttle = FailedAuthThrottle {
+            buckets: Buckets::new(),
+            limit: LIMIT,
+        };
+        for host in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"] {
+            throttle.record_failure(host.parse().unwrap());
+        }
+        assert!(!throttle.check("2001:db8:1:2::77".parse().unwrap()).allowed);
+        assert!(throttle.check("2001:db8:1:3::1".parse().unwrap()).allowed);
+        for _ in 0..3 {
+            throttle.record_failure("192.0.2.1".parse().unwrap());
+        }
+        assert!(!throttle.check("192.0.2.1".parse().unwrap()).allowed);
+        assert!(throttle.check("192.0.2.2".parse().unwrap()).allowed);
     }
 
     #[test]

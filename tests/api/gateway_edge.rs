@@ -183,7 +183,8 @@ async fn forwarded_requests_say_who_called_and_ignore_an_untrusted_peer_s_claims
     assert_eq!(header(&seen, "x-forwarded-host"), ["gateway.test"]);
     assert_eq!(
         header(&seen, "forwarded"),
-        ["for=203.0.113.9;proto=https, for=127.0.0.1;proto=http;host=gateway.test"]
+        // The untrusted client's proto claim is gone; its `for` stays in the chain.
+        ["for=203.0.113.9, for=127.0.0.1;proto=http;host=gateway.test"]
     );
     // The Host the client asked for still reaches the upstream.
     assert_eq!(header(&seen, "host"), ["gateway.test"]);
@@ -529,4 +530,199 @@ fn no_vulnerable_h2_in_the_dependency_tree() {
         (major, minor, patch) < (0, 4, 16)
     });
     assert!(!vulnerable, "h2 versions in Cargo.lock: {h2_versions:?}");
+}
+
+// --- from the attacker's-eye review -------------------------------------------------------------
+
+/// An upstream that answers every request with `response`, as written (for answers an actix
+/// upstream would never give: a 204 with a length, a 101 nobody asked for).
+fn canned_upstream(response: &'static str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    // One request head (no bodies are sent here), then the canned answer.
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    if stream.write_all(response.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+async fn canned_gateway(response: &'static str) -> (TestApp, String) {
+    let url = canned_upstream(response);
+    let app = spawn_app_with(TestDatabase::create().await, move |settings| {
+        settings.gateway.routes = vec![route("/api/v1/events", &url, &["project"], 2000)];
+    })
+    .await;
+    let (_, key) = setup(&app).await;
+    (app, key)
+}
+
+/// Two requests on one keep-alive connection; both replies, read for at most 10 s.
+async fn twice_on_one_connection(
+    app: &TestApp,
+    first: String,
+    second: String,
+) -> (RawReply, RawReply) {
+    use std::io::Write;
+    let port = app.port;
+    blocking(move || {
+        let mut stream = crate::raw_http::connect(port);
+        stream.write_all(first.as_bytes()).unwrap();
+        let head_only = first.starts_with("HEAD ");
+        let within = std::time::Duration::from_secs(10);
+        let one = crate::raw_http::read_raw_reply_for(&mut stream, within, !head_only);
+        stream.write_all(second.as_bytes()).unwrap();
+        let two = crate::raw_http::read_raw_reply(&mut stream, std::time::Duration::from_secs(10));
+        (one, two)
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn bodiless_answers_with_a_content_length_end_at_their_head() {
+    for (canned, method, status) in [
+        (
+            "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+            "GET",
+            204,
+        ),
+        (
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+            "GET",
+            304,
+        ),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n", "HEAD", 200),
+    ] {
+        let (app, key) = canned_gateway(canned).await;
+        let request = format!(
+            "{method} /api/v1/events/x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {key}\r\n\r\n"
+        );
+        let then = format!(
+            "GET /api/v1/auth/verify HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {key}\r\n\r\n"
+        );
+        let (one, two) = twice_on_one_connection(&app, request, then).await;
+        assert_eq!(one.status, Some(status), "{canned:?}: {}", one.text());
+        assert!(one.body.is_empty(), "{canned:?}");
+        // The connection is still in step: the next answer on it is the next request's.
+        assert_eq!(
+            two.status,
+            Some(200),
+            "{canned:?} then verify: {}",
+            two.text()
+        );
+        if method == "HEAD" {
+            assert!(
+                one.head.to_ascii_lowercase().contains("content-length: 50"),
+                "{}",
+                one.head
+            );
+        }
+    }
+}
+
+#[actix_web::test]
+async fn an_upstream_101_is_a_502_never_a_tunnel() {
+    let (app, key) = canned_gateway(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+    )
+    .await;
+    let reply = send(
+        &app,
+        "GET /api/v1/events/ws HTTP/1.1",
+        &[("Authorization", &bearer(&key))],
+    )
+    .await;
+    assert_eq!(reply.status, Some(502), "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "upstream_unavailable");
+}
+
+#[actix_web::test]
+async fn nested_routes_cannot_be_slipped_past_with_slashes_or_parameters() {
+    let upstream = start_upstream();
+    let url = upstream.url.clone();
+    let app = spawn_app_with(TestDatabase::create().await, move |settings| {
+        settings.gateway.routes = vec![
+            route("/api/v1/open", &url, &["project", "master"], 2000),
+            route("/api/v1/open/admin", &url, &["master"], 2000),
+        ];
+    })
+    .await;
+    let (_, key) = setup(&app).await;
+    let project = bearer(&key);
+    // `//` merges, so the stricter route matches and refuses the project key.
+    let merged = send(
+        &app,
+        "GET /api/v1/open//admin/x HTTP/1.1",
+        &[("Authorization", &project)],
+    )
+    .await;
+    assert_eq!(merged.status, Some(403), "{}", merged.text());
+    for path in ["/api/v1/open/admin;a/x", "/api/v1/open/admin;/x"] {
+        let reply = send(
+            &app,
+            &format!("GET {path} HTTP/1.1"),
+            &[("Authorization", &project)],
+        )
+        .await;
+        assert_eq!(reply.status, Some(400), "{path}: {}", reply.text());
+    }
+    assert_eq!(upstream.hits.load(Ordering::SeqCst), 0);
+}
+
+#[actix_web::test]
+async fn url_override_client_address_and_proxy_headers_never_reach_the_upstream() {
+    let upstream = start_upstream();
+    let app = edge_gateway(&upstream, |_| {}).await;
+    let (_, key) = setup(&app).await;
+    let authorization = bearer(&key);
+    let reply = send(
+        &app,
+        "GET /api/v1/events/x HTTP/1.1",
+        &[
+            ("Authorization", &authorization),
+            ("X-Original-URL", "/api/v1/open/admin"),
+            ("X-Rewrite-URL", "/api/v1/open/admin"),
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("X-Real-IP", "6.6.6.6"),
+            ("True-Client-IP", "6.6.6.6"),
+            ("Proxy-Authorization", "Basic eDp5"),
+            ("Forwarded", "for=9.9.9.9;proto=https;host=admin.internal"),
+        ],
+    )
+    .await;
+    let seen = reply.json();
+    for name in [
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-real-ip",
+        "true-client-ip",
+        "proxy-authorization",
+    ] {
+        assert!(header(&seen, name).is_empty(), "{name}: {seen:#}");
+    }
+    assert_eq!(
+        header(&seen, "forwarded"),
+        ["for=9.9.9.9, for=127.0.0.1;proto=http;host=gateway.test"]
+    );
 }

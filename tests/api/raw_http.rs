@@ -33,8 +33,9 @@ impl RawReply {
     }
 }
 
-/// Whether `buffer` holds a whole response: head, then Content-Length bytes of body.
-pub fn parse_complete(buffer: &[u8]) -> Option<(String, Vec<u8>)> {
+/// Whether `buffer` holds a whole response: head, then Content-Length bytes of body
+/// (`with_body: false` for the answer to a HEAD: its Content-Length announces no body).
+fn parse_complete_for(buffer: &[u8], with_body: bool) -> Option<(String, Vec<u8>)> {
     let end = buffer.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
     let length = head
@@ -45,6 +46,7 @@ pub fn parse_complete(buffer: &[u8]) -> Option<(String, Vec<u8>)> {
                 .then(|| value.trim().parse::<usize>().ok())
                 .flatten()
         })
+        .filter(|_| with_body)
         .unwrap_or(0);
     let body = &buffer[end + 4..];
     (body.len() >= length).then(|| (head, body[..length].to_vec()))
@@ -52,12 +54,17 @@ pub fn parse_complete(buffer: &[u8]) -> Option<(String, Vec<u8>)> {
 
 /// Reads one response, for at most `within`.
 pub fn read_raw_reply(stream: &mut TcpStream, within: Duration) -> RawReply {
+    read_raw_reply_for(stream, within, true)
+}
+
+/// Reads one response to a HEAD (a head, whatever its Content-Length), or to anything else.
+pub fn read_raw_reply_for(stream: &mut TcpStream, within: Duration, with_body: bool) -> RawReply {
     let started = Instant::now();
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let mut closed = false;
     loop {
-        if let Some((head, body)) = parse_complete(&buffer) {
+        if let Some((head, body)) = parse_complete_for(&buffer, with_body) {
             let status = head
                 .split_whitespace()
                 .nth(1)
