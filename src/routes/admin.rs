@@ -13,8 +13,10 @@ use subtle::ConstantTimeEq;
 use super::body::JsonBody;
 use super::resource;
 use crate::auth::bearer_token;
+use crate::auth::AuthFailure;
 use crate::domain::{OrgId, ProjectId};
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::RateLimitedBy;
 use crate::request_id::RequestId;
 use crate::startup::AppState;
 
@@ -44,13 +46,28 @@ fn check_admin_token(req: &HttpRequest, state: &AppState) -> Result<(), ApiError
     let presented = bearer_token(req.headers().get(AUTHORIZATION))
         .unwrap_or_default()
         .as_bytes();
-    if expected.is_empty() || !bool::from(presented.ct_eq(expected)) {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "A valid admin token is required",
-        ));
+    if !expected.is_empty() && bool::from(presented.ct_eq(expected)) {
+        return Ok(());
     }
-    Ok(())
+    // Wrong tokens count against the address like bad keys, so the token can't be guessed at
+    // line rate; the right token is never refused by that throttle (as a valid key isn't).
+    let ip = state
+        .settings
+        .server
+        .trusted_proxies
+        .client_ip(req.peer_addr(), req.headers());
+    if let Some(ip) = ip {
+        let decision = state.failed_auth.check(ip);
+        if !decision.allowed {
+            state.metrics.rate_limited(RateLimitedBy::Ip);
+            return Err(AuthFailure::Throttled(decision).into());
+        }
+        state.failed_auth.record_failure(ip);
+    }
+    Err(ApiError::new(
+        ErrorCode::Unauthorized,
+        "A valid admin token is required",
+    ))
 }
 
 #[derive(Serialize)]

@@ -117,3 +117,29 @@ async fn a_flooded_address_gets_no_lookups_for_keys_not_cached_as_active() {
         "the throttle let lookups through"
     );
 }
+
+/// Wrong admin tokens count against the address like bad keys (no guessing at line rate); the
+/// right token still passes from the throttled address.
+#[actix_web::test]
+async fn wrong_admin_tokens_are_throttled_and_the_right_one_still_passes() {
+    let app = app_with_a_small_throttle().await;
+    let body = serde_json::json!({"name": "Guess"});
+    let mut statuses = Vec::new();
+    for attempt in 0..=BURST {
+        let wrong = format!("admin-wrong-{attempt}");
+        let reply = app
+            .request(
+                Method::POST,
+                "/admin/v1/organizations",
+                Some(&wrong),
+                Some(&body),
+            )
+            .await;
+        statuses.push(reply.status.as_u16());
+    }
+    let mut expected = vec![401; BURST as usize];
+    expected.push(429);
+    assert_eq!(statuses, expected);
+    // The right token, from the same throttled address.
+    app.create_org("Right token").await;
+}
