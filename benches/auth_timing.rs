@@ -33,16 +33,18 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 
-use logstitch_gateway::auth::{AuthCache, CacheSettings, Identity, KeyLookup, LookupFuture};
+use logstitch_gateway::auth::{
+    AuthCache, CacheSettings, Identity, KeyLookup, KeyState, LookupFuture,
+};
 use logstitch_gateway::domain::{ApiKey, KeyHash, KeyId, KeyType, OrgId, ProjectId};
 use logstitch_gateway::metrics::Metrics;
 
 /// Knows exactly the keys it was given; every other hash is unknown.
-struct FakeLookup(HashMap<KeyHash, Identity>);
+struct FakeLookup(HashMap<KeyHash, KeyState>);
 
 impl KeyLookup for FakeLookup {
-    fn find_identity<'a>(&'a self, hash: &'a KeyHash) -> LookupFuture<'a> {
-        let found = self.0.get(hash).copied();
+    fn find_key_state<'a>(&'a self, hash: &'a KeyHash) -> LookupFuture<'a> {
+        let found = self.0.get(hash).copied().unwrap_or(KeyState::Unknown);
         Box::pin(async move { Ok(found) })
     }
 }
@@ -71,20 +73,19 @@ async fn authenticate(cache: &AuthCache, presented: &str) -> Outcome {
         return Outcome::Malformed;
     }
     match cache.resolve(KeyHash::of(presented)).await {
-        Ok(Some(identity)) if identity.revoked => Outcome::Revoked,
-        Ok(Some(_)) => Outcome::Valid,
-        Ok(None) => Outcome::Unknown,
+        Ok(KeyState::Revoked) => Outcome::Revoked,
+        Ok(KeyState::Active(_)) => Outcome::Valid,
+        Ok(KeyState::Unknown) => Outcome::Unknown,
         Err(error) => panic!("the fake lookup never fails: {error}"),
     }
 }
 
-fn identity(revoked: bool) -> Identity {
+fn identity() -> Identity {
     Identity {
         key_id: KeyId::new(),
         organization_id: OrgId::new(),
         project_id: Some(ProjectId::new()),
         key_type: KeyType::Project,
-        revoked,
     }
 }
 
@@ -113,8 +114,8 @@ fn setup() -> Setup {
     let unknown = ApiKey::generate(KeyType::Project).expose().to_owned();
     let malformed = with_bad_checksum(ApiKey::generate(KeyType::Project).expose());
     let known = HashMap::from([
-        (KeyHash::of(&valid), identity(false)),
-        (KeyHash::of(&revoked), identity(true)),
+        (KeyHash::of(&valid), KeyState::Active(identity())),
+        (KeyHash::of(&revoked), KeyState::Revoked),
     ]);
     let cache = AuthCache::new(
         CacheSettings {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use logstitch_gateway::auth::{AuthCache, Identity, KeyLookup, LookupFuture};
+use logstitch_gateway::auth::{AuthCache, Identity, KeyLookup, KeyState, LookupFuture};
 use logstitch_gateway::domain::KeyHash;
 use logstitch_gateway::metrics::Metrics;
 
@@ -29,9 +29,9 @@ struct FakeLookup {
 }
 
 impl KeyLookup for FakeLookup {
-    fn find_identity<'a>(&'a self, _: &'a KeyHash) -> LookupFuture<'a> {
+    fn find_key_state<'a>(&'a self, _: &'a KeyHash) -> LookupFuture<'a> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        Box::pin(async { Ok(Some(common::project_identity())) })
+        Box::pin(async { Ok(KeyState::Active(common::project_identity())) })
     }
 }
 
@@ -76,8 +76,8 @@ fn main() {
     let started = Instant::now();
     runtime.block_on(async {
         for i in 0..count {
-            let identity = cache.resolve(hash(i)).await.expect("fake lookup");
-            assert!(identity.is_some());
+            let state = cache.resolve(hash(i)).await.expect("fake lookup");
+            assert!(matches!(state, KeyState::Active(_)));
         }
     });
     let load_time = started.elapsed();

@@ -52,7 +52,6 @@ label_values! {
         Missing => "missing",
         Invalid => "invalid",
         Revoked => "revoked",
-        Forbidden => "forbidden",
         Throttled => "throttled",
         Unavailable => "unavailable",
     }
@@ -157,7 +156,7 @@ impl Metrics {
 
         let auth_requests = counter_vec(
             "logstitch_auth_requests_total",
-            "Authentication results: ok, missing, invalid, revoked, forbidden, throttled, unavailable",
+            "Authentication results, once per request: ok, missing, invalid, revoked, throttled, unavailable (a key type a route refuses is ok here and 403 in logstitch_http_requests_total)",
             &["result"],
         );
         let metrics = Metrics {

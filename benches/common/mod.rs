@@ -23,6 +23,5 @@ pub fn project_identity() -> Identity {
         organization_id: OrgId::new(),
         project_id: Some(ProjectId::new()),
         key_type: KeyType::Project,
-        revoked: false,
     }
 }

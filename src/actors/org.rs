@@ -173,7 +173,6 @@ impl Handler<CreateKey> for OrgActor {
                     organization_id: org,
                     project_id: record.project_id,
                     key_type: KeyType::Project,
-                    revoked: false,
                 };
                 cache.insert_created(key.hash(), identity, began).await;
                 metrics.keys_created.inc();

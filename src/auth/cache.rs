@@ -24,7 +24,7 @@ use moka::Expiry;
 pub use super::freshness::LoadEpoch;
 use super::freshness::{FreshnessGuard, INVALIDATION_MEMORY, INVALIDATION_MEMORY_ENTRIES};
 use super::inflight::InFlight;
-use super::Identity;
+use super::{Identity, KeyState};
 use crate::domain::KeyHash;
 use crate::metrics::{InvalidationLabel, Metrics};
 use crate::store::{Store, StoreError};
@@ -32,18 +32,17 @@ use crate::store::{Store, StoreError};
 /// After this many stale answers in a row, read Postgres directly instead of the cache.
 const STALE_RETRIES: usize = 3;
 
-pub type LookupFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<Identity>, StoreError>> + Send + 'a>>;
+pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Result<KeyState, StoreError>> + Send + 'a>>;
 
 /// Where identities come from on a miss: Postgres in the service, a controllable fake in the
 /// cache's own unit tests.
 pub trait KeyLookup: Send + Sync + 'static {
-    fn find_identity<'a>(&'a self, hash: &'a KeyHash) -> LookupFuture<'a>;
+    fn find_key_state<'a>(&'a self, hash: &'a KeyHash) -> LookupFuture<'a>;
 }
 
 impl KeyLookup for Store {
-    fn find_identity<'a>(&'a self, hash: &'a KeyHash) -> LookupFuture<'a> {
-        Box::pin(Store::find_identity(self, hash))
+    fn find_key_state<'a>(&'a self, hash: &'a KeyHash) -> LookupFuture<'a> {
+        Box::pin(Store::find_key_state(self, hash))
     }
 }
 
@@ -67,7 +66,7 @@ impl InvalidationSource {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     loaded_at: LoadEpoch,
-    identity: Option<Identity>,
+    state: KeyState,
 }
 
 struct EntryExpiry {
@@ -77,10 +76,9 @@ struct EntryExpiry {
 
 impl EntryExpiry {
     fn ttl(&self, entry: &Entry) -> Option<Duration> {
-        Some(if entry.identity.is_some() {
-            self.known
-        } else {
-            self.unknown
+        Some(match entry.state {
+            KeyState::Active(_) | KeyState::Revoked => self.known,
+            KeyState::Unknown => self.unknown,
         })
     }
 }
@@ -167,19 +165,17 @@ impl AuthCache {
         }
     }
 
-    /// The identity of a key hash, or None when no key has it: the cached answer when there
-    /// is a fresh one, else Postgres's.
-    pub async fn resolve(&self, hash: KeyHash) -> Result<Option<Identity>, Arc<StoreError>> {
+    /// What a key hash is: the cached answer when there is a fresh one, else Postgres's.
+    pub async fn resolve(&self, hash: KeyHash) -> Result<KeyState, Arc<StoreError>> {
         match self.peek(&hash).await {
             Some(answer) => Ok(answer),
             None => self.fetch(hash).await,
         }
     }
 
-    /// The fresh cached answer for a hash, if there is one: `Some(Some(identity))`, or
-    /// `Some(None)` for a hash known to match no key. Never a lookup; None while the cache is
-    /// not trusted.
-    pub async fn peek(&self, hash: &KeyHash) -> Option<Option<Identity>> {
+    /// The fresh cached answer for a hash, if there is one. Never a lookup; None while the
+    /// cache is not trusted.
+    pub async fn peek(&self, hash: &KeyHash) -> Option<KeyState> {
         if !self.trusted.load(Ordering::Acquire) {
             return None;
         }
@@ -188,12 +184,12 @@ impl AuthCache {
             return None;
         }
         self.metrics.auth_cache_hits.inc();
-        Some(entry.identity)
+        Some(entry.state)
     }
 
     /// Postgres's answer for a hash (shared with concurrent lookups of the same hash), cached
     /// when the cache is trusted and the answer fresh.
-    pub async fn fetch(&self, hash: KeyHash) -> Result<Option<Identity>, Arc<StoreError>> {
+    pub async fn fetch(&self, hash: KeyHash) -> Result<KeyState, Arc<StoreError>> {
         self.metrics.auth_cache_misses.inc();
         for _ in 0..STALE_RETRIES {
             let entry = match self.loads.share(hash, || self.start_load(hash)).await {
@@ -204,12 +200,12 @@ impl AuthCache {
                 if self.trusted.load(Ordering::Acquire) {
                     self.entries.insert(hash, entry).await;
                 }
-                return Ok(entry.identity);
+                return Ok(entry.state);
             }
         }
         // Invalidations keep overtaking the shared loads: one of our own, served as it is.
         match self.start_load(hash).await {
-            Ok(entry) => Ok(entry.identity),
+            Ok(entry) => Ok(entry.state),
             Err(error) => self.stale_grace_or(hash, error).await,
         }
     }
@@ -229,7 +225,7 @@ impl AuthCache {
         }
         let entry = Entry {
             loaded_at: began,
-            identity: Some(identity),
+            state: KeyState::Active(identity),
         };
         self.entries.insert(hash, entry).await;
     }
@@ -270,11 +266,11 @@ impl AuthCache {
         &self,
         hash: KeyHash,
         error: Arc<StoreError>,
-    ) -> Result<Option<Identity>, Arc<StoreError>> {
+    ) -> Result<KeyState, Arc<StoreError>> {
         match self.within_stale_grace(&hash).await {
             Some(identity) => {
                 self.metrics.auth_stale_served.inc();
-                Ok(Some(identity))
+                Ok(KeyState::Active(identity))
             }
             None => Err(error),
         }
@@ -289,9 +285,10 @@ impl AuthCache {
         }
         let entry = self.entries.get(hash).await?;
         let invalidated_since_load = self.guard.invalidated_since(hash, entry.loaded_at);
-        entry
-            .identity
-            .filter(|identity| !identity.revoked && !invalidated_since_load)
+        match entry.state {
+            KeyState::Active(identity) if !invalidated_since_load => Some(identity),
+            _ => None,
+        }
     }
 
     pub fn entry_count(&self) -> u64 {
@@ -311,11 +308,8 @@ impl AuthCache {
         self.metrics.auth_db_lookups.inc();
         let lookup = self.lookup.clone();
         async move {
-            let identity = lookup.find_identity(&hash).await.map_err(Arc::new)?;
-            Ok(Entry {
-                loaded_at,
-                identity,
-            })
+            let state = lookup.find_key_state(&hash).await.map_err(Arc::new)?;
+            Ok(Entry { loaded_at, state })
         }
         .boxed()
     }
@@ -330,14 +324,14 @@ mod tests {
 
     /// A lookup whose answer the test sets, and which can be held mid-query.
     struct FakeLookup {
-        answer: Mutex<Option<Identity>>,
+        answer: Mutex<KeyState>,
         calls: AtomicU64,
         hold: Mutex<Option<Arc<Notify>>>,
         entered: Notify,
     }
 
     impl FakeLookup {
-        fn new(answer: Option<Identity>) -> Arc<Self> {
+        fn new(answer: KeyState) -> Arc<Self> {
             Arc::new(FakeLookup {
                 answer: Mutex::new(answer),
                 calls: AtomicU64::new(0),
@@ -348,7 +342,7 @@ mod tests {
     }
 
     impl KeyLookup for FakeLookup {
-        fn find_identity<'a>(&'a self, _: &'a KeyHash) -> LookupFuture<'a> {
+        fn find_key_state<'a>(&'a self, _: &'a KeyHash) -> LookupFuture<'a> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 // The answer is read when the query "runs", before any hold.
@@ -363,13 +357,12 @@ mod tests {
         }
     }
 
-    fn identity(revoked: bool) -> Identity {
+    fn identity() -> Identity {
         Identity {
             key_id: KeyId::new(),
             organization_id: OrgId::new(),
             project_id: None,
             key_type: KeyType::Master,
-            revoked,
         }
     }
 
@@ -390,7 +383,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_resolve_is_a_hit() {
-        let lookup = FakeLookup::new(Some(identity(false)));
+        let lookup = FakeLookup::new(KeyState::Active(identity()));
         let cache = cache(lookup.clone());
         let hash = KeyHash::of("a");
         cache.resolve(hash).await.unwrap();
@@ -400,28 +393,30 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_hashes_are_cached_too() {
-        let lookup = FakeLookup::new(None);
+        let lookup = FakeLookup::new(KeyState::Unknown);
         let cache = cache(lookup.clone());
         let hash = KeyHash::of("junk");
-        assert_eq!(cache.resolve(hash).await.unwrap(), None);
-        assert_eq!(cache.resolve(hash).await.unwrap(), None);
+        assert_eq!(cache.resolve(hash).await.unwrap(), KeyState::Unknown);
+        assert_eq!(cache.resolve(hash).await.unwrap(), KeyState::Unknown);
         assert_eq!(lookup.calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn concurrent_misses_make_one_lookup() {
-        let lookup = FakeLookup::new(Some(identity(false)));
+        let lookup = FakeLookup::new(KeyState::Active(identity()));
         let cache = cache(lookup.clone());
         let hash = KeyHash::of("a");
         let all = futures_util::future::join_all((0..32).map(|_| cache.resolve(hash))).await;
-        assert!(all.iter().all(|r| r.as_ref().unwrap().is_some()));
+        assert!(all
+            .iter()
+            .all(|r| matches!(r.as_ref().unwrap(), KeyState::Active(_))));
         assert_eq!(lookup.calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn a_load_that_began_before_an_invalidation_is_not_served_after_it() {
-        let valid = identity(false);
-        let lookup = FakeLookup::new(Some(valid));
+        let valid = identity();
+        let lookup = FakeLookup::new(KeyState::Active(valid));
         let cache = Arc::new(cache(lookup.clone()));
         let hash = KeyHash::of("a");
         let release = Arc::new(Notify::new());
@@ -434,25 +429,23 @@ mod tests {
         });
         lookup.entered.notified().await;
         // Meanwhile the key is revoked and invalidated.
-        *lookup.answer.lock().unwrap() = Some(Identity {
-            revoked: true,
-            ..valid
-        });
+        *lookup.answer.lock().unwrap() = KeyState::Revoked;
         cache.invalidate(hash, InvalidationSource::Local).await;
         release.notify_one();
         let _ = early.await.unwrap();
 
         // Whatever the early request saw, every later one sees the revocation.
-        let later = cache.resolve(hash).await.unwrap().unwrap();
-        assert!(
-            later.revoked,
+        let later = cache.resolve(hash).await.unwrap();
+        assert_eq!(
+            later,
+            KeyState::Revoked,
             "stale valid answer served after invalidation"
         );
     }
 
     #[tokio::test]
     async fn an_untrusted_cache_reads_through_and_a_flush_drops_everything() {
-        let lookup = FakeLookup::new(Some(identity(false)));
+        let lookup = FakeLookup::new(KeyState::Active(identity()));
         let cache = cache(lookup.clone());
         let hash = KeyHash::of("a");
         cache.resolve(hash).await.unwrap();
@@ -461,20 +454,21 @@ mod tests {
         cache.resolve(hash).await.unwrap();
         assert_eq!(lookup.calls.load(Ordering::SeqCst), 3);
         // Revoked while untrusted: once trusted again, the old entry must not come back.
-        *lookup.answer.lock().unwrap() = Some(identity(true));
+        *lookup.answer.lock().unwrap() = KeyState::Revoked;
         cache.flush_and_trust();
-        assert!(cache.resolve(hash).await.unwrap().unwrap().revoked);
+        assert_eq!(cache.resolve(hash).await.unwrap(), KeyState::Revoked);
     }
 
     #[tokio::test]
     async fn a_created_key_is_a_hit_on_first_use() {
-        let lookup = FakeLookup::new(None);
+        let lookup = FakeLookup::new(KeyState::Unknown);
         let cache = cache(lookup.clone());
         let hash = KeyHash::of("new");
-        cache
-            .insert_created(hash, identity(false), cache.epoch())
-            .await;
-        assert!(cache.resolve(hash).await.unwrap().is_some());
+        cache.insert_created(hash, identity(), cache.epoch()).await;
+        assert!(matches!(
+            cache.resolve(hash).await.unwrap(),
+            KeyState::Active(_)
+        ));
         assert_eq!(lookup.calls.load(Ordering::SeqCst), 0);
     }
 
@@ -482,29 +476,27 @@ mod tests {
     /// key and this instance hears it, and only then does the create insert its entry.
     #[tokio::test]
     async fn a_revocation_heard_between_commit_and_insert_is_not_undone_by_the_insert() {
-        let created = identity(false);
-        let lookup = FakeLookup::new(None);
+        let created = identity();
+        let lookup = FakeLookup::new(KeyState::Unknown);
         let cache = cache(lookup.clone());
         let hash = KeyHash::of("new");
         let began = cache.epoch();
         // (The create's transaction commits.) The revoke commits elsewhere: Postgres now
         // says revoked, and the notice arrives here before the create's insert.
-        *lookup.answer.lock().unwrap() = Some(Identity {
-            revoked: true,
-            ..created
-        });
+        *lookup.answer.lock().unwrap() = KeyState::Revoked;
         cache.invalidate(hash, InvalidationSource::Notify).await;
         cache.insert_created(hash, created, began).await;
-        let seen = cache.resolve(hash).await.unwrap().unwrap();
-        assert!(
-            seen.revoked,
+        let seen = cache.resolve(hash).await.unwrap();
+        assert_eq!(
+            seen,
+            KeyState::Revoked,
             "the created key is active here after its revocation"
         );
     }
 
     #[tokio::test]
     async fn concurrent_misses_while_distrusted_make_one_lookup_and_are_not_kept() {
-        let lookup = FakeLookup::new(Some(identity(false)));
+        let lookup = FakeLookup::new(KeyState::Active(identity()));
         let cache = Arc::new(cache(lookup.clone()));
         cache.distrust();
         let hash = KeyHash::of("a");
@@ -518,19 +510,21 @@ mod tests {
         lookup.entered.notified().await;
         release.notify_one();
         let all = all.await.unwrap();
-        assert!(all.iter().all(|r| r.as_ref().unwrap().is_some()));
+        assert!(all
+            .iter()
+            .all(|r| matches!(r.as_ref().unwrap(), KeyState::Active(_))));
         assert_eq!(lookup.calls.load(Ordering::SeqCst), 1);
         // Nothing from the distrusted load is served once trusted again.
-        *lookup.answer.lock().unwrap() = Some(identity(true));
+        *lookup.answer.lock().unwrap() = KeyState::Revoked;
         cache.flush_and_trust();
-        assert!(cache.resolve(hash).await.unwrap().unwrap().revoked);
+        assert_eq!(cache.resolve(hash).await.unwrap(), KeyState::Revoked);
         assert_eq!(lookup.calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
     async fn a_full_invalidation_memory_never_lets_a_pre_revocation_load_look_fresh() {
-        let valid = identity(false);
-        let lookup = FakeLookup::new(Some(valid));
+        let valid = identity();
+        let lookup = FakeLookup::new(KeyState::Active(valid));
         let cache = AuthCache::with_guard(
             settings(),
             FreshnessGuard::new(2, INVALIDATION_MEMORY),
@@ -542,10 +536,7 @@ mod tests {
         let began = cache.epoch();
         // Revoked (and invalidated) while a create of that key was between its epoch and
         // its insert; then two more invalidations push that one out of a memory of two.
-        *lookup.answer.lock().unwrap() = Some(Identity {
-            revoked: true,
-            ..valid
-        });
+        *lookup.answer.lock().unwrap() = KeyState::Revoked;
         cache.invalidate(hash, InvalidationSource::Notify).await;
         cache
             .invalidate(KeyHash::of("b"), InvalidationSource::Notify)
@@ -554,13 +545,13 @@ mod tests {
             .invalidate(KeyHash::of("c"), InvalidationSource::Notify)
             .await;
         cache.insert_created(hash, valid, began).await;
-        assert!(cache.resolve(hash).await.unwrap().unwrap().revoked);
+        assert_eq!(cache.resolve(hash).await.unwrap(), KeyState::Revoked);
     }
 
     #[tokio::test]
     async fn a_stale_entry_is_dropped_when_its_invalidation_is_forgotten() {
-        let valid = identity(false);
-        let lookup = FakeLookup::new(Some(valid));
+        let valid = identity();
+        let lookup = FakeLookup::new(KeyState::Active(valid));
         let cache = AuthCache::with_guard(
             settings(),
             FreshnessGuard::new(10, Duration::from_millis(20)),
@@ -578,7 +569,7 @@ mod tests {
                 hash,
                 Entry {
                     loaded_at: began,
-                    identity: Some(valid),
+                    state: KeyState::Active(valid),
                 },
             )
             .await;
@@ -587,10 +578,7 @@ mod tests {
         cache
             .invalidate(KeyHash::of("b"), InvalidationSource::Notify)
             .await;
-        *lookup.answer.lock().unwrap() = Some(Identity {
-            revoked: true,
-            ..valid
-        });
-        assert!(cache.resolve(hash).await.unwrap().unwrap().revoked);
+        *lookup.answer.lock().unwrap() = KeyState::Revoked;
+        assert_eq!(cache.resolve(hash).await.unwrap(), KeyState::Revoked);
     }
 }

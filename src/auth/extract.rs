@@ -16,7 +16,7 @@ use actix_web::http::header::{HeaderValue, AUTHORIZATION};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, FromRequest, HttpMessage, HttpRequest};
 
-use super::Identity;
+use super::{Identity, KeyState};
 use crate::domain::{ApiKey, KeyHash, KeyType};
 use crate::error::{ApiError, ErrorCode};
 use crate::gateway::RateDecision;
@@ -110,8 +110,23 @@ pub async fn authenticate(
         .trusted_proxies
         .client_ip(req.peer_addr(), req.headers());
     let outcome = identify(req.headers().get(AUTHORIZATION), ip, &state).await;
+    record(&outcome, &state);
     req.extensions_mut().insert(AuthOutcome(outcome));
     next.call(req).await
+}
+
+/// Counted once per request, here: the authentication result, and for a key that resolved,
+/// its use (lastUsedAt) — whether or not the route then admits its type.
+fn record(outcome: &Result<Identity, AuthFailure>, state: &AppState) {
+    match outcome {
+        Ok(identity) => {
+            state.metrics.auth_ok.inc();
+            if !state.last_used.record(identity.key_id) {
+                state.metrics.last_used_dropped.inc();
+            }
+        }
+        Err(failure) => state.metrics.auth_result(failure.metric_label()),
+    }
 }
 
 /// The rule: a key with a fresh cached active identity passes without the failed-auth
@@ -129,10 +144,8 @@ async fn identify(
         Ok(hash) => state.auth_cache.peek(hash).await,
         Err(_) => None,
     };
-    if let Some(Some(identity)) = cached {
-        if !identity.revoked {
-            return Ok(identity);
-        }
+    if let Some(KeyState::Active(identity)) = cached {
+        return Ok(identity);
     }
     let throttled = ip
         .map(|ip| state.failed_auth.check(ip))
@@ -166,11 +179,11 @@ fn presented_hash(header: Option<&HeaderValue>) -> Result<KeyHash, AuthFailure> 
     Ok(KeyHash::of(presented))
 }
 
-fn known_identity(answer: Option<Identity>) -> Result<Identity, AuthFailure> {
-    match answer {
-        None => Err(AuthFailure::Unknown),
-        Some(identity) if identity.revoked => Err(AuthFailure::Revoked),
-        Some(identity) => Ok(identity),
+fn known_identity(state: KeyState) -> Result<Identity, AuthFailure> {
+    match state {
+        KeyState::Active(identity) => Ok(identity),
+        KeyState::Revoked => Err(AuthFailure::Revoked),
+        KeyState::Unknown => Err(AuthFailure::Unknown),
     }
 }
 
@@ -229,16 +242,13 @@ impl<P: Permission> FromRequest for Authenticated<P> {
     }
 }
 
-/// The request's identity, if its key resolved and `allows` admits the key type. Records the
-/// result in metrics and, on success, the use for lastUsedAt. Routes whose permission is only
-/// known at run time (gateway routes) call this directly.
+/// The request's identity, if its key resolved and `allows` admits the key type: a pure check
+/// of what the middleware found (which also did the counting). Routes whose permission is
+/// only known at run time (gateway routes) call this directly.
 pub fn authorize(
     req: &HttpRequest,
     allows: impl Fn(KeyType) -> bool,
 ) -> Result<Identity, ApiError> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .expect("AppState is registered by the app factory");
     let outcome = req
         .extensions()
         .get::<AuthOutcome>()
@@ -248,32 +258,16 @@ pub fn authorize(
                 anyhow::anyhow!("route is not behind the authenticate middleware"),
             )
         })?;
-    let result = match outcome.0 {
-        Err(failure) => Err((failure.metric_label(), ApiError::from(failure))),
-        Ok(identity) if !allows(identity.key_type) => Err((
-            AuthResult::Forbidden,
-            ApiError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "A {} key is not allowed to perform this action",
-                    identity.key_type.as_str()
-                ),
+    match outcome.0 {
+        Err(failure) => Err(ApiError::from(failure)),
+        Ok(identity) if !allows(identity.key_type) => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "A {} key is not allowed to perform this action",
+                identity.key_type.as_str()
             ),
         )),
         Ok(identity) => Ok(identity),
-    };
-    match result {
-        Ok(identity) => {
-            state.metrics.auth_ok.inc();
-            if !state.last_used.record(identity.key_id) {
-                state.metrics.last_used_dropped.inc();
-            }
-            Ok(identity)
-        }
-        Err((result, error)) => {
-            state.metrics.auth_result(result);
-            Err(error)
-        }
     }
 }
 

@@ -17,7 +17,15 @@ pub struct Identity {
     /// None for a master key.
     pub project_id: Option<ProjectId>,
     pub key_type: KeyType,
-    pub revoked: bool,
+}
+
+/// What a key hash resolves to. A revoked or unknown key carries no identity, so no code path
+/// can hand one on as if it could act (room for `Expired` when keys expire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    Active(Identity),
+    Revoked,
+    Unknown,
 }
 
 impl Identity {

@@ -23,5 +23,5 @@ pub use extract::{
     Permission,
 };
 pub use freshness::INVALIDATION_MEMORY;
-pub use identity::Identity;
+pub use identity::{Identity, KeyState};
 pub use last_used::LastUsedRecorder;

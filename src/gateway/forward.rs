@@ -272,7 +272,6 @@ mod tests {
                 organization_id: OrgId::new(),
                 project_id: Some(ProjectId::new()),
                 key_type: KeyType::Project,
-                revoked: false,
             },
             rate: RateDecision {
                 allowed: true,

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Store, StoreError};
-use crate::auth::Identity;
+use crate::auth::{Identity, KeyState};
 use crate::domain::{ApiKey, DisplayName, KeyHash, KeyId, KeyType, OrgId, ProjectId};
 use crate::invalidation::{LISTENER_NAME_PREFIX, REVOCATION_CHANNEL};
 
@@ -219,7 +219,7 @@ impl Store {
     }
 
     /// The auth path's one query.
-    pub async fn find_identity(&self, hash: &KeyHash) -> Result<Option<Identity>, StoreError> {
+    pub async fn find_key_state(&self, hash: &KeyHash) -> Result<KeyState, StoreError> {
         self.within_deadline(async {
             let client = self.pool.get().await?;
             let statement = client
@@ -233,14 +233,20 @@ impl Store {
                 .await?;
             // Fail closed: a key of a type this build does not know is no valid key here,
             // never read as some type it does know.
-            Ok(row.and_then(|row| {
-                Some(Identity {
-                    key_id: KeyId::from_uuid(row.get(0)),
-                    organization_id: OrgId::from_uuid(row.get(1)),
-                    project_id: row.get::<_, Option<Uuid>>(2).map(ProjectId::from_uuid),
-                    key_type: stored_key_type(&row, 0, 3)?,
-                    revoked: row.get(4),
-                })
+            let Some(row) = row else {
+                return Ok(KeyState::Unknown);
+            };
+            let Some(key_type) = stored_key_type(&row, 0, 3) else {
+                return Ok(KeyState::Unknown);
+            };
+            if row.get::<_, bool>(4) {
+                return Ok(KeyState::Revoked);
+            }
+            Ok(KeyState::Active(Identity {
+                key_id: KeyId::from_uuid(row.get(0)),
+                organization_id: OrgId::from_uuid(row.get(1)),
+                project_id: row.get::<_, Option<Uuid>>(2).map(ProjectId::from_uuid),
+                key_type,
             }))
         })
         .await

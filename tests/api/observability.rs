@@ -223,3 +223,24 @@ async fn labelled_counters_are_exported_at_zero_before_anything_happens() {
         );
     }
 }
+
+/// Authentication is counted once per request, in the middleware: a key its route refuses
+/// (403) still authenticated, and each request moves the counter by exactly one.
+#[actix_web::test]
+async fn each_request_counts_its_authentication_once() {
+    let app = spawn_app().await;
+    let org = app.create_org("Counted").await;
+    let (_, key) = app.new_project_key(&org).await;
+    let ok = r#"logstitch_auth_requests_total{result="ok"}"#;
+    let invalid = r#"logstitch_auth_requests_total{result="invalid"}"#;
+    let (ok_before, invalid_before) = (app.metric(ok).await, app.metric(invalid).await);
+    let refused = app.create_key(&key, &org.project_id, "not allowed").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.list_keys(&key).await.status, StatusCode::OK);
+    assert_eq!(
+        app.verify("pk_not_a_key").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.metric(ok).await, ok_before + 2.0);
+    assert_eq!(app.metric(invalid).await, invalid_before + 1.0);
+}
