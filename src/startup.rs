@@ -160,7 +160,11 @@ impl Application {
         let mut metrics_port = None;
         if let Some(address) = settings.server.metrics_listen {
             // Operators often keep /metrics off the public port; this listener serves only it.
-            let metrics_listener = TcpListener::bind(address)?;
+            let metrics_listener = TcpListener::bind(address).map_err(|error| {
+                anyhow::Error::new(error).context(format!(
+                    "cannot listen on {address} (server.metrics_listen)"
+                ))
+            })?;
             metrics_port = Some(metrics_listener.local_addr()?.port());
             let metrics_state = state.clone();
             let metrics_server = HttpServer::new(move || {
