@@ -3,12 +3,15 @@
 
 mod bad_input;
 mod cli;
+mod dashboards;
 mod drills;
+mod external;
 mod gateway;
 mod helpers;
 mod hot_path;
 mod keys;
 mod multi_instance;
+mod nginx;
 mod observability;
 mod openapi;
 mod outage;
