@@ -38,7 +38,8 @@ fn server_errors(metrics: &str) -> f64 {
         .filter(|line| line.starts_with("logstitch_http_requests_total{"))
         .filter(|line| line.contains("status=\"5") && !line.contains("route=\"/readyz\""))
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+        // Not .sum(): an empty f64 sum is -0, which prints as "-0".
+        .fold(0.0, |total, n| total + n)
 }
 
 pub fn run() -> Result<()> {
@@ -95,7 +96,15 @@ pub fn run() -> Result<()> {
                 command.env(variable, value);
             }
         }
-        eprintln!("\n==> k6 run {} ({sizes:?})", script.display());
+        let shown: Vec<String> = sizes
+            .iter()
+            .map(|(variable, value)| format!("{variable}={value}"))
+            .collect();
+        eprintln!(
+            "\n==> k6 run {} (smoke size {}; the environment overrides)",
+            script.display(),
+            shown.join(" ")
+        );
         let started = Instant::now();
         let outcome = process::run(&mut command);
         process::check_interrupted()?;
