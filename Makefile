@@ -1,63 +1,69 @@
 # Developer entry points. `make` (or `make help`) lists them.
 # Every target needs nothing but a Debian box with Rust installed: the database
-# is found or created by scripts/ensure-db.sh.
+# is found or created by scripts/ensure-db.sh, and external tools (nginx, wrk,
+# k6, promtool, schemathesis, …) are installed when missing by `cargo xtask
+# install`, the one place that installs them (xtask/src/tools.rs).
 
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
+
+# Tests on a database from scripts/ensure-db.sh. Two steps, so a failing
+# ensure-db.sh stops here instead of running the tests with an empty DATABASE_URL.
+CARGO_TEST = url="$$(scripts/ensure-db.sh)" && DATABASE_URL="$$url" cargo test
 
 .PHONY: help run test fmt lint ci db db-stop bench nginx-check dashboards load fuzz
 
 ## help: list the targets
 help:
 	@grep -E '^## ' $(MAKEFILE_LIST) | \
-		awk '{ i = index($$0, ": "); printf "  make %-11s %s\n", substr($$0, 4, i - 4), substr($$0, i + 2) }'
+		awk '{ i = index($$0, ": "); printf "  make %-12s %s\n", substr($$0, 4, i - 4), substr($$0, i + 2) }'
 
 ## run: build the gateway, migrate, create the Demo org, serve on $LISTEN (default 127.0.0.1:8080)
 run:
 	scripts/run.sh
 
-## test: run all tests against a database from scripts/ensure-db.sh
-# Two steps so a failing ensure-db.sh stops here instead of running the tests
-# with an empty DATABASE_URL.
+## test: every test (unit, integration with nginx and promtool, xtask's) against a database from scripts/ensure-db.sh
 test:
-	url="$$(scripts/ensure-db.sh)" && DATABASE_URL="$$url" cargo test --all-targets
+	cargo xtask install nginx promtool
+	$(CARGO_TEST) --workspace --all-targets
 
-## fmt: check formatting (cargo fmt --check)
+## fmt: check formatting (cargo fmt --all --check)
 fmt:
-	cargo fmt --check
+	cargo fmt --all --check
 
 ## lint: run clippy on all targets, warnings are errors
 lint:
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
-## ci: what CI runs: tests, dashboards check, load smoke, fuzz, nginx check, formatting, clippy
+## ci: what CI runs: tests (nginx and dashboards checks included), load smoke, fuzz, formatting, clippy
 ci:
 	bash .ci/run
 
 ## dashboards: promtool checks of dashboards/ (rules, rule tests, every PromQL) + metric names vs a live scrape
 dashboards:
-	scripts/check-dashboards.sh
+	cargo xtask install promtool
+	$(CARGO_TEST) --test api dashboards::
 
 ## load: k6 smoke of load-tests/*.js (under 1 min of load, after a release build) against a fresh database
 load:
-	scripts/load.sh
+	cargo xtask load
 
 ## bench: release build, fresh database, load tests + in-process benches + gateway forwarding cost; table in target/bench-summary.md
 bench:
-	scripts/bench.sh
-	scripts/bench-gateway.sh
+	cargo xtask bench
 
-## nginx-check: real nginx (installed if missing) with auth_request against the gateway on 127.0.0.1
+## nginx-check: real nginx (installed if missing) with auth_request against the gateway
 nginx-check:
-	scripts/nginx-auth-check.sh
+	cargo xtask install nginx
+	$(CARGO_TEST) --test api nginx::
 
 ## fuzz: schemathesis (~2 min) on a debug gateway, fresh database, master + project keys vs /openapi.json
 fuzz:
-	scripts/fuzz.sh
+	cargo xtask fuzz
 
-## db: make sure the database exists and print its URL
+## db: print the URL of the database `make run` uses (recorded by it; before the first run, the one it would pick)
 db:
-	@scripts/ensure-db.sh
+	@scripts/ensure-db.sh --recorded
 
 ## db-stop: stop the private Postgres cluster in .data (if running)
 db-stop:

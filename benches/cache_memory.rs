@@ -7,7 +7,7 @@
 //!
 //! `cargo bench --bench cache_memory` does the 1M run; without `--bench` (as under
 //! `cargo test --all-targets`) it does a tiny run so the test suite stays fast.
-//! Prints one machine-readable line, `RESULT entries=… rss_before_kib=… …`, for scripts/bench.sh.
+//! Prints one machine-readable line, `RESULT entries=… rss_before_kib=… …`, for `cargo xtask bench` (`make bench`).
 
 mod common;
 

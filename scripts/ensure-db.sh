@@ -10,7 +10,12 @@
 #      missing. Skipped when LOGSTITCH_FORCE_PRIVATE_PG=1.
 #   3. A private cluster for this checkout in .data/pg, listening on
 #      127.0.0.1:${LOGSTITCH_PG_PORT:-54329}, trust auth, superuser `postgres`.
-#      Debian's `postgresql` package is installed if no server binaries exist.
+# Missing Postgres programs are installed by `cargo xtask install` (Debian's
+# postgresql or postgresql-client), the one place that installs tools.
+#
+# --record (make run) also writes the choice to .data/run-database; --recorded
+# (make db) then gives exactly that database again, whatever the environment
+# says by then, restarting the private cluster if it is down.
 # Re-running is cheap: an initialised, running cluster is just reused.
 set -euo pipefail
 
@@ -20,28 +25,21 @@ source "$(dirname "${BASH_SOURCE[0]}")/pg-common.sh"
 DB_NAME=logstitch
 SYSTEM_PORT=5432
 PSQL=
+MODE=${1:-}
+RECORD=$DATA_DIR/run-database
 
-# --- 1. explicit URL ---------------------------------------------------------
-if [[ -n ${DATABASE_URL:-} ]]; then
-    printf '%s\n' "$DATABASE_URL"
-    exit 0
-fi
+# record KIND URL [PORT]: with --record, remember the choice (mode 600: a
+# DATABASE_URL may hold a password).
+record() {
+    [[ $MODE == --record ]] || return 0
+    mkdir -p "$DATA_DIR"
+    (umask 077 && printf 'kind=%q\nurl=%q\nport=%q\n' "$1" "$2" "${3:-}" >"$RECORD")
+}
 
-# --- helpers -------------------------------------------------------------------
-
-APT_UPDATED=0
-# Install Debian packages. Needs root; otherwise tell the user what to run.
-apt_install() {
-    command -v apt-get >/dev/null 2>&1 ||
-        die "need the package(s) '$*' but this is not a Debian-like system (no apt-get); install them, or set DATABASE_URL"
-    is_root ||
-        die "need the package(s) '$*'; install them with: sudo apt-get install -y $* (or set DATABASE_URL)"
-    export DEBIAN_FRONTEND=noninteractive
-    if [[ $APT_UPDATED -eq 0 ]]; then
-        apt-get update >&2 || die "apt-get update failed"
-        APT_UPDATED=1
-    fi
-    apt-get install -y "$@" >&2 || die "apt-get install -y $* failed"
+# The one install place (xtask/src/tools.rs); its report goes to stderr.
+install_tool() {
+    (cd "$REPO" && cargo xtask install "$1") >&2 ||
+        die "could not install $1; install it yourself, or set DATABASE_URL"
 }
 
 # pg_query PORT SQL: run SQL as user postgres on 127.0.0.1:PORT, print rows.
@@ -49,10 +47,9 @@ apt_install() {
 # carries no password, so a check must only pass if none is needed.
 # -X skips ~/.psqlrc, which could otherwise add output.
 pg_query() {
-    local port=$1 sql=$2
     env -u PGPASSWORD PGPASSFILE=/nonexistent/pgpass PGCONNECT_TIMEOUT=5 \
         "$PSQL" -X -w -q -v ON_ERROR_STOP=1 \
-        -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atc "$sql"
+        -h 127.0.0.1 -p "$1" -U postgres -d postgres -Atc "$2"
 }
 
 db_exists() {
@@ -62,18 +59,11 @@ db_exists() {
 # Create the database if missing. A concurrent run (two `make test` at once)
 # may win the race, so a failed CREATE only counts if the db is still absent.
 ensure_database() {
-    local port=$1
-    if ! db_exists "$port"; then
-        log "creating database $DB_NAME on 127.0.0.1:$port"
-        pg_query "$port" "create database $DB_NAME" >&2 || db_exists "$port" ||
-            die "could not create database $DB_NAME on 127.0.0.1:$port"
+    if ! db_exists "$1"; then
+        log "creating database $DB_NAME on 127.0.0.1:$1"
+        pg_query "$1" "create database $DB_NAME" >&2 || db_exists "$1" ||
+            die "could not create database $DB_NAME on 127.0.0.1:$1"
     fi
-}
-
-# Is anything accepting TCP connections on 127.0.0.1:PORT? (fallback when
-# pg_isready is not installed; uses bash's /dev/tcp)
-port_open() {
-    timeout 3 bash -c ": </dev/tcp/127.0.0.1/$1" 2>/dev/null
 }
 
 # --- 2. a server already on 127.0.0.1:5432 -----------------------------------
@@ -82,31 +72,22 @@ port_open() {
 # Note: it runs as an `if` condition, where bash suspends `set -e`, so every
 # step that must not fail silently ends in an explicit `|| die`/`return`.
 try_system_server() {
-    local pg_isready
-    pg_isready=$(find_client_tool pg_isready)
-    if [[ -n $pg_isready ]]; then
-        "$pg_isready" -q -h 127.0.0.1 -p "$SYSTEM_PORT" -t 3 || return 1
-    else
-        port_open "$SYSTEM_PORT" || return 1
-    fi
-
+    local url=postgres://postgres@127.0.0.1:$SYSTEM_PORT/$DB_NAME
+    # Anything listening? (bash's /dev/tcp: no client tool needed to find out)
+    timeout 3 bash -c ": </dev/tcp/127.0.0.1/$SYSTEM_PORT" 2>/dev/null || return 1
     PSQL=$(find_client_tool psql)
     if [[ -z $PSQL ]]; then
-        is_root || die "something listens on 127.0.0.1:$SYSTEM_PORT but psql is not installed." \
-            "Install it with: sudo apt-get install -y postgresql-client" \
-            "(or set DATABASE_URL, or LOGSTITCH_FORCE_PRIVATE_PG=1 to ignore that server)"
-        log "something listens on 127.0.0.1:$SYSTEM_PORT; installing postgresql-client to talk to it"
-        apt_install postgresql-client
+        log "something listens on 127.0.0.1:$SYSTEM_PORT; psql is needed to talk to it"
+        install_tool psql
         PSQL=$(find_client_tool psql)
-        [[ -n $PSQL ]] || die "postgresql-client installed but psql still not found"
     fi
-
     if [[ $(pg_query "$SYSTEM_PORT" 'select 1' 2>/dev/null) != 1 ]]; then
         log "127.0.0.1:$SYSTEM_PORT does not let user postgres in without a password; using a private cluster instead"
         return 1
     fi
     ensure_database "$SYSTEM_PORT"
-    echo "postgres://postgres@127.0.0.1:$SYSTEM_PORT/$DB_NAME"
+    record system "$url"
+    echo "$url"
 }
 
 # --- 3. private cluster in .data/pg ------------------------------------------
@@ -122,7 +103,7 @@ start_private_cluster() {
         sock_opt="-k '$SOCK_DIR'"
     fi
     log "starting private cluster on 127.0.0.1:$PG_PORT (log: $LOG_FILE)"
-    if ! as_pg_user "$bindir/pg_ctl" -D "$PGDATA" -l "$LOG_FILE" \
+    if ! as_pg_user "$bindir/pg_ctl" -D "$PGDATA" -l "$LOG_FILE" -s \
         -o "-p $PG_PORT $sock_opt -c listen_addresses=127.0.0.1" \
         -w -t 60 start >&2; then
         log "last lines of $LOG_FILE:"
@@ -132,20 +113,18 @@ start_private_cluster() {
 }
 
 use_private_cluster() {
-    local bindir current_port
+    local bindir current_port url=postgres://postgres@127.0.0.1:$PG_PORT/$DB_NAME
     bindir=$(find_pg_bindir)
     if [[ -z $bindir ]]; then
-        log "no Postgres server binaries (initdb/pg_ctl) found; installing Debian's postgresql package"
-        apt_install postgresql
+        log "no Postgres server binaries (initdb/pg_ctl) found"
+        install_tool postgresql
         bindir=$(find_pg_bindir)
         [[ -n $bindir ]] || die "postgresql installed but initdb/pg_ctl still not found"
     fi
     # Prefer the psql matching the server binaries.
-    if [[ -x $bindir/psql ]]; then
-        PSQL=$bindir/psql
-    else
-        PSQL=$(find_client_tool psql)
-        [[ -n $PSQL ]] || apt_install postgresql-client
+    PSQL=$bindir/psql
+    if [[ ! -x $PSQL ]]; then
+        [[ -n $(find_client_tool psql) ]] || install_tool psql
         PSQL=$(find_client_tool psql)
     fi
 
@@ -186,17 +165,21 @@ use_private_cluster() {
     if [[ ! -f $PGDATA/PG_VERSION ]]; then
         log "initialising private cluster in $PGDATA"
         # --no-locale: a fresh box often has no generated locales, and tests
-        # must not depend on the host's collation anyway.
-        as_pg_user "$bindir/initdb" -D "$PGDATA" -U postgres --auth=trust \
-            --encoding=UTF8 --no-locale >&2 ||
+        # must not depend on the host's collation anyway. initdb's output
+        # (ending "you can now start the database server using pg_ctl …",
+        # which happens just below) is shown only when it fails.
+        if ! as_pg_user "$bindir/initdb" -D "$PGDATA" -U postgres --auth=trust \
+            --encoding=UTF8 --no-locale >"$DATA_DIR/initdb.log" 2>&1; then
+            cat "$DATA_DIR/initdb.log" >&2
             die "initdb failed (remove $PGDATA and retry)"
+        fi
     fi
 
     if as_pg_user "$bindir/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
         current_port=$(running_port "$PGDATA")
         if [[ $current_port != "$PG_PORT" ]]; then
             log "private cluster runs on port ${current_port:-?}; restarting it on $PG_PORT"
-            as_pg_user "$bindir/pg_ctl" -D "$PGDATA" -m fast -w stop >&2
+            as_pg_user "$bindir/pg_ctl" -D "$PGDATA" -m fast -w -s stop >&2
             start_private_cluster "$bindir"
         fi
     else
@@ -204,10 +187,28 @@ use_private_cluster() {
     fi
 
     ensure_database "$PG_PORT"
-    echo "postgres://postgres@127.0.0.1:$PG_PORT/$DB_NAME"
+    record private "$url" "$PG_PORT"
+    echo "$url"
 }
 
 # --- main ----------------------------------------------------------------------
+if [[ $MODE == --recorded && -f $RECORD ]]; then
+    kind='' url='' port=''
+    # shellcheck disable=SC1090 # written by record() above
+    source "$RECORD"
+    case $kind in
+    private) PG_PORT=$port && use_private_cluster ;;
+    system) try_system_server || die "the database make run used, $url, does not answer" ;;
+    *) printf '%s\n' "$url" ;;
+    esac
+    exit 0
+fi
+# --- 1. explicit URL ---------------------------------------------------------
+if [[ -n ${DATABASE_URL:-} ]]; then
+    record given "$DATABASE_URL"
+    printf '%s\n' "$DATABASE_URL"
+    exit 0
+fi
 if [[ ${LOGSTITCH_FORCE_PRIVATE_PG:-} != 1 ]] && try_system_server; then
     exit 0
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: get a database, build the gateway, apply migrations, make sure a
-# demo organization exists (showing its master key + ready-to-paste curl lines
-# on first creation), then serve on $LISTEN (default 127.0.0.1:8080).
+# `make run`: get a database (and record which, for `make db`), build the
+# gateway, apply migrations, make sure a demo organization exists (showing its
+# master key and ready-to-paste lines on first creation), then serve on
+# $LISTEN (default 127.0.0.1:8080).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -10,48 +11,23 @@ cd "$REPO"
 ADDR=${LISTEN:-127.0.0.1:8080}
 DEMO_ORG=Demo
 
-DATABASE_URL=$(scripts/ensure-db.sh)
+DATABASE_URL=$(scripts/ensure-db.sh --record)
 export DATABASE_URL
-echo "==> database: $DATABASE_URL"
+echo "==> database: $DATABASE_URL (\`make db\` prints this one)"
 
 # Debug profile on purpose: `cargo test` builds the same artifacts, so
 # `make run` after `make test` (or vice versa) does not compile everything twice.
-cargo build --bin logstitch-gateway
 BIN=${CARGO_TARGET_DIR:-target}/debug/logstitch-gateway
+if [[ ! -x $BIN ]]; then
+    echo "==> first build: the gateway and its dependencies (about 5 minutes on 2 cores; later builds take seconds)"
+fi
+cargo build --bin logstitch-gateway
 
 echo "==> applying migrations"
 "$BIN" migrate
 
-# json_field NAME: read one JSON object from stdin, print its string field NAME.
-# python3 parses real JSON; the sed fallback is enough for the flat one-line
-# objects the CLI prints.
-json_field() {
-    if command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import json, sys; print(json.loads(sys.stdin.read()).get(sys.argv[1], ""))' "$1"
-    else
-        sed -n "s/.*\"$1\"[[:space:]]*:[[:space:]]*\"\([^\"]*\)\".*/\1/p"
-    fi
-}
-
-# has_org NAME: does `org list` output (one JSON object per line, on stdin)
-# contain an organization with exactly this name?
-has_org() {
-    if command -v python3 >/dev/null 2>&1; then
-        python3 -c '
-import json, sys
-names = set()
-for line in sys.stdin:
-    line = line.strip()
-    if line.startswith("{"):
-        names.add(json.loads(line).get("name"))
-sys.exit(0 if sys.argv[1] in names else 1)' "$1"
-    else
-        grep -Eq "\"name\"[[:space:]]*:[[:space:]]*\"$1\""
-    fi
-}
-
-orgs=$("$BIN" org list)
-if has_org "$DEMO_ORG" <<<"$orgs"; then
+# The CLI prints flat one-line JSON objects, without spaces.
+if "$BIN" org list | grep -q "\"name\":\"$DEMO_ORG\""; then
     cat <<EOF
 
 ==> organization '$DEMO_ORG' already exists.
@@ -63,32 +39,32 @@ EOF
 else
     echo "==> creating organization '$DEMO_ORG'"
     created=$("$BIN" org create --name "$DEMO_ORG")
-    # The CLI prints one JSON line; keep only that line in case anything else
-    # (e.g. a log line) lands on stdout.
-    created=$(grep master_key <<<"$created" | tail -n 1 || true)
-    MASTER_KEY=$(json_field master_key <<<"$created")
-    PROJECT_ID=$(json_field project_id <<<"$created")
+    field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$created"; }
+    MASTER_KEY=$(field master_key)
+    PROJECT_ID=$(field project_id)
     if [[ -z $MASTER_KEY || -z $PROJECT_ID ]]; then
         echo "could not parse the output of 'org create': $created" >&2
         exit 1
     fi
+    URL=http://$ADDR
     cat <<EOF
 
-==> organization '$DEMO_ORG' created.
+==> organization '$DEMO_ORG' created. Save the master key now: it is shown only this once.
 
-    master key : $MASTER_KEY
-    project id : $PROJECT_ID
+    Paste these into a shell (each line runs as it is):
 
-    Save the master key now: it is shown only this once.
+      MK=$MASTER_KEY
+      PROJECT=$PROJECT_ID
 
-    Create a project API key:
-      curl -s -X POST http://$ADDR/api/v1/keys -H "Authorization: Bearer $MASTER_KEY" -H "Content-Type: application/json" -d '{"project_id":"$PROJECT_ID","type":"project","name":"Production API Key"}'
+      # create a project key (the full key is in this answer only)
+      curl -s -X POST $URL/api/v1/keys -H "Authorization: Bearer \$MK" -H "Content-Type: application/json" -d "{\"project_id\":\"\$PROJECT\",\"type\":\"project\",\"name\":\"Production API Key\"}"
 
-    List keys:
-      curl -s http://$ADDR/api/v1/keys -H "Authorization: Bearer $MASTER_KEY"
+      # list keys
+      curl -s $URL/api/v1/keys -H "Authorization: Bearer \$MK"
 
-    Revoke a key (use an id from the list):
-      curl -s -X DELETE http://$ADDR/api/v1/keys/<id from list> -H "Authorization: Bearer $MASTER_KEY"
+      # revoke one: ID is the newest project key's id from the list
+      ID=\$(curl -s $URL/api/v1/keys -H "Authorization: Bearer \$MK" | grep -o '"id":"[^"]*","prefix":"pk_' | head -n 1 | cut -d'"' -f4)
+      curl -s -X DELETE $URL/api/v1/keys/\$ID -H "Authorization: Bearer \$MK"
 
 EOF
 fi

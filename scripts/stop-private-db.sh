@@ -24,7 +24,7 @@ if as_pg_user "$bindir/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
     log "stopping private cluster in $PGDATA"
     # fast: roll back open transactions and disconnect clients instead of
     # waiting for them (a dev server left running would block forever).
-    as_pg_user "$bindir/pg_ctl" -D "$PGDATA" -m fast -w stop >&2
+    as_pg_user "$bindir/pg_ctl" -D "$PGDATA" -m fast -w -s stop >&2
 else
     log "private cluster in $PGDATA is not running"
 fi

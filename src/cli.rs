@@ -1,21 +1,30 @@
 //! Command line: serve, migrate, and organization/project setup.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::configuration::Settings;
+use crate::configuration::{DatabaseSettings, Settings};
 use crate::domain::{DisplayName, OrgId};
 use crate::startup::Application;
 use crate::store::{run_migrations, Store};
+
+/// Shown under every `--help` that touches the database: where its URL comes from.
+const DATABASE_HELP: &str = "\
+Database: DATABASE_URL (a libpq URL, e.g. postgres://postgres@127.0.0.1:5432/logstitch) when set,
+else database.url from the settings: config/default.toml, then the --config file (or
+LOGSTITCH_CONFIG), then LOGSTITCH__DATABASE__URL. `make db` prints the URL `make run` uses.";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "logstitch-gateway",
     version,
-    about = "LogStitch key service and authentication gateway"
+    about = "LogStitch key service and authentication gateway",
+    after_help = DATABASE_HELP
 )]
 pub struct Cli {
     /// Settings file layered over config/default.toml (also: LOGSTITCH_CONFIG).
@@ -28,19 +37,28 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply pending migrations, then serve HTTP.
+    #[command(after_help = DATABASE_HELP)]
     Serve {
-        /// Address to listen on (default: server.listen, 127.0.0.1:8080).
+        /// Address to listen on (default: server.listen, 127.0.0.1:8080); port 0 picks a
+        /// free port.
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Once listening, write the port (one line) to FILE: how a tool that starts the
+        /// server with `--listen 127.0.0.1:0` learns where it is.
+        #[arg(long, value_name = "FILE")]
+        port_file: Option<PathBuf>,
     },
     /// Apply pending migrations and exit.
+    #[command(after_help = DATABASE_HELP)]
     Migrate,
     /// Organizations.
+    #[command(after_help = DATABASE_HELP)]
     Org {
         #[command(subcommand)]
         command: OrgCommand,
     },
     /// Projects.
+    #[command(after_help = DATABASE_HELP)]
     Project {
         #[command(subcommand)]
         command: ProjectCommand,
@@ -51,34 +69,64 @@ pub enum Command {
 pub enum OrgCommand {
     /// Create an organization, its "Default" project and its master key. The master key is
     /// printed once, here, and never again.
+    #[command(after_help = DATABASE_HELP)]
     Create {
+        /// Name of the organization: 1-100 characters, not blank, no control characters.
         #[arg(long)]
         name: String,
     },
     /// One JSON line per organization.
+    #[command(after_help = DATABASE_HELP)]
     List,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectCommand {
     /// Create a project in an organization.
+    #[command(after_help = DATABASE_HELP)]
     Create {
+        /// Id (UUID) of the organization, as `org create` and `org list` print it.
         #[arg(long, value_name = "ORG_ID")]
         org: String,
+        /// Name of the project: 1-100 characters, not blank, no control characters.
         #[arg(long)]
         name: String,
     },
 }
 
-/// Runs a parsed command. Errors bubble to `main`, which prints them and exits non-zero.
-pub async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
+/// Runs a parsed command. Errors bubble to `main`, which prints them and exits non-zero; a
+/// database error first says which database it was, and from which setting.
+pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    let database = describe_database(&settings.database);
+    execute(cli, settings).await.map_err(|error| {
+        let from_postgres = error
+            .chain()
+            .any(|cause| cause.downcast_ref::<tokio_postgres::Error>().is_some());
+        if from_postgres {
+            error.context(format!("database at {database}"))
+        } else {
+            error
+        }
+    })
+}
+
+async fn execute(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { listen } => {
-            if let Some(listen) = listen {
-                settings.server.listen = listen;
-            }
-            let application = Application::build(settings).await?;
+        Command::Serve { listen, port_file } => {
+            let setting = if listen.is_some() {
+                "serve --listen"
+            } else {
+                "server.listen"
+            };
+            let address = listen.unwrap_or(settings.server.listen);
+            settings.server.listen = address;
+            let listener = TcpListener::bind(address)
+                .with_context(|| format!("cannot listen on {address} ({setting})"))?;
+            let application = Application::build_on(settings, listener).await?;
             tracing::info!(port = application.port(), "serving");
+            if let Some(path) = port_file {
+                write_port_file(&path, application.port())?;
+            }
             application.run_until_stopped().await?;
         }
         Command::Migrate => run_migrations(&settings.database).await?,
@@ -129,6 +177,60 @@ pub async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `host:port/dbname (user U, from SETTING)`: enough to find the database, never the password.
+fn describe_database(settings: &DatabaseSettings) -> String {
+    let setting = if std::env::var_os("DATABASE_URL").is_some() {
+        "DATABASE_URL"
+    } else {
+        "database.url; DATABASE_URL overrides it"
+    };
+    match settings
+        .url
+        .expose_secret()
+        .parse::<tokio_postgres::Config>()
+    {
+        Ok(config) => {
+            let hosts: Vec<String> = config
+                .get_hosts()
+                .iter()
+                .enumerate()
+                .map(|(i, host)| {
+                    let host = match host {
+                        tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                        tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                    };
+                    // libpq: one port for all hosts, or one per host; 5432 when none.
+                    let ports = config.get_ports();
+                    let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                    format!("{host}:{port}")
+                })
+                .collect();
+            format!(
+                "{}/{} (user {}, from {setting})",
+                hosts.join(","),
+                config.get_dbname().unwrap_or("(default)"),
+                config.get_user().unwrap_or("(default)"),
+            )
+        }
+        Err(_) => format!("(its URL does not parse; from {setting})"),
+    }
+}
+
+/// Written whole, then renamed into place, so a reader polling for the file never sees a
+/// partial port.
+fn write_port_file(path: &Path, port: u16) -> anyhow::Result<()> {
+    let partial = path.with_file_name(format!(
+        ".{}.{}.partial",
+        path.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    std::fs::write(&partial, format!("{port}\n"))
+        .and_then(|()| std::fs::rename(&partial, path))
+        .with_context(|| format!("cannot write --port-file {}", path.display()))
+}
+
 fn parse_name(raw: &str) -> anyhow::Result<DisplayName> {
     DisplayName::parse(raw).map_err(|problem| anyhow::anyhow!("--name {problem}"))
 }
@@ -136,4 +238,99 @@ fn parse_name(raw: &str) -> anyhow::Result<DisplayName> {
 async fn migrated_store(settings: &Settings) -> anyhow::Result<Store> {
     run_migrations(&settings.database).await?;
     Store::connect(&settings.database)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+    use crate::domain::NAME_MAX_CHARS;
+
+    fn help(path: &[&str]) -> String {
+        let mut command = Cli::command();
+        for name in path {
+            command = command
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("no subcommand {name}"))
+                .clone();
+        }
+        command.render_long_help().to_string()
+    }
+
+    #[test]
+    fn every_help_names_database_url_and_describes_its_arguments() {
+        let limit = format!("1-{NAME_MAX_CHARS} characters");
+        for path in [
+            &[][..],
+            &["serve"],
+            &["migrate"],
+            &["org"],
+            &["org", "create"],
+            &["org", "list"],
+            &["project", "create"],
+        ] {
+            let text = help(path);
+            assert!(text.contains("DATABASE_URL"), "{path:?}: {text}");
+            assert!(text.contains("database.url"), "{path:?}: {text}");
+        }
+        let org_create = help(&["org", "create"]);
+        assert!(
+            org_create.contains("Name of the organization"),
+            "{org_create}"
+        );
+        assert!(org_create.contains(&limit), "{org_create}");
+        let project_create = help(&["project", "create"]);
+        assert!(
+            project_create.contains("Id (UUID) of the organization"),
+            "{project_create}"
+        );
+        assert!(
+            project_create.contains("Name of the project"),
+            "{project_create}"
+        );
+        assert!(project_create.contains(&limit), "{project_create}");
+        assert!(help(&["serve"]).contains("--port-file"));
+    }
+
+    fn database(url: &str) -> DatabaseSettings {
+        DatabaseSettings {
+            url: url.to_owned().into(),
+            pool_max_size: std::num::NonZeroUsize::MIN,
+            pool_timeout: std::time::Duration::from_millis(1),
+            statement_timeout: std::time::Duration::from_millis(1),
+        }
+    }
+
+    #[test]
+    fn a_database_is_described_by_host_port_name_and_user_never_its_password() {
+        let text = describe_database(&database("postgres://alice:s3cret@db.example:6543/app"));
+        assert!(
+            text.starts_with("db.example:6543/app (user alice, from "),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        let text = describe_database(&database("postgres://bob@127.0.0.1/logstitch"));
+        assert!(
+            text.starts_with("127.0.0.1:5432/logstitch (user bob"),
+            "{text}"
+        );
+        let text = describe_database(&database("not a url at all: pw=hunter2"));
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn the_port_file_holds_exactly_the_port_and_no_partial_file_is_left() {
+        let dir = std::env::temp_dir().join(format!("port-file-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("port");
+        write_port_file(&path, 43210).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "43210\n");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["port"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -118,7 +118,13 @@ impl Application {
         let metrics_listener = settings
             .server
             .metrics_listen
-            .map(TcpListener::bind)
+            .map(|address| {
+                TcpListener::bind(address).map_err(|error| {
+                    anyhow::Error::new(error).context(format!(
+                        "cannot listen on {address} (server.metrics_listen)"
+                    ))
+                })
+            })
             .transpose()?;
         let settings = Arc::new(settings);
         let mut background = Background::new();

@@ -288,6 +288,48 @@ async fn migrate_against_an_unreachable_database_fails() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+#[actix_web::test]
+async fn an_unreachable_database_is_named_by_address_and_setting_never_by_password() {
+    let db = TestDatabase::create().await;
+    let closed_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://postgres:pa55word@127.0.0.1:{closed_port}/nope");
+    for args in [
+        &["migrate"][..],
+        &["org", "list"],
+        &["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let err = failure(&run(gateway(&db).env("DATABASE_URL", &url).args(args)));
+        assert!(
+            err.contains(&format!(
+                "127.0.0.1:{closed_port}/nope (user postgres, from DATABASE_URL)"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("error connecting"), "{args:?}: {err}");
+        assert!(
+            !err.contains("pa55word"),
+            "{args:?}: the password is shown: {err}"
+        );
+    }
+    // The same URL from a settings file names database.url.
+    let file = temp_file(&format!("[database]\nurl = \"{url}\"\n"));
+    let err = failure(&run(gateway(&db)
+        .env_remove("DATABASE_URL")
+        .arg("--config")
+        .arg(&file.0)
+        .arg("migrate")));
+    assert!(
+        err.contains(&format!("127.0.0.1:{closed_port}/nope")),
+        "{err}"
+    );
+    assert!(err.contains("from database.url"), "{err}");
+    assert!(!err.contains("pa55word"), "{err}");
+}
+
 // ---- settings ----
 
 #[actix_web::test]
@@ -433,6 +475,72 @@ async fn serve_migrates_then_serves_on_the_given_address() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn serve_on_port_0_writes_the_port_it_got_to_the_port_file() {
+    let db = TestDatabase::create().await;
+    let dir = std::env::temp_dir().join(format!("logstitch-port-{}", Uuid::new_v4()));
+    std::fs::create_dir(&dir).unwrap();
+    let port_file = dir.join("port");
+    let mut served = Served(
+        gateway(&db)
+            .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve starts"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let port = loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            break text;
+        }
+        if let Some(status) = served.0.try_wait().unwrap() {
+            panic!("serve exited before writing its port file: {status}");
+        }
+        assert!(Instant::now() < deadline, "no port file after 30 s");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        port.ends_with('\n') && port.lines().count() == 1,
+        "{port:?}"
+    );
+    let port: u16 = port.trim().parse().expect("a port number");
+    assert_ne!(port, 0);
+    wait_ready(&mut served, port).await;
+    drop(served);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[actix_web::test]
+async fn a_busy_address_is_named_with_the_setting_it_came_from() {
+    let db = TestDatabase::create().await;
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let err = failure(&run(gateway(&db).args(["serve", "--listen", &address])));
+    assert!(
+        err.contains(&format!("cannot listen on {address} (serve --listen)")),
+        "{err}"
+    );
+    let err = failure(&run(gateway(&db)
+        .env("LOGSTITCH__SERVER__LISTEN", &address)
+        .arg("serve")));
+    assert!(
+        err.contains(&format!("cannot listen on {address} (server.listen)")),
+        "{err}"
+    );
+    let err = failure(&run(gateway(&db)
+        .env("LOGSTITCH__SERVER__METRICS_LISTEN", &address)
+        .args(["serve", "--listen", "127.0.0.1:0"])));
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {address} (server.metrics_listen)"
+        )),
+        "{err}"
+    );
+    drop(taken);
 }
 
 #[actix_web::test]

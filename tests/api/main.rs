@@ -4,7 +4,9 @@
 mod auth_throttle;
 mod bad_input;
 mod cli;
+mod dashboards;
 mod drills;
+mod external;
 mod gateway;
 mod gateway_edge;
 mod helpers;
@@ -12,6 +14,7 @@ mod hot_path;
 mod http_client;
 mod keys;
 mod multi_instance;
+mod nginx;
 mod observability;
 mod openapi;
 mod outage;

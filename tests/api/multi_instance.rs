@@ -24,14 +24,26 @@ async fn revoke_through(app: &TestApp, token: &str, key_id: &str) {
     assert_eq!(revoked.body["revoked"], true, "{revoked:?}");
 }
 
+/// `make bench` runs the next test in release with `LOGSTITCH_BENCH_REVOKES` rounds and reads
+/// the timings it writes to `LOGSTITCH_BENCH_REVOKE_REPORT`: the revoke-to-refused
+/// measurement lives here only. The test itself asserts no time, only the refusal.
+fn bench_rounds() -> usize {
+    std::env::var("LOGSTITCH_BENCH_REVOKES")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(30)
+}
+
 #[actix_web::test]
 async fn a_revoke_through_a_is_refused_by_b_on_the_very_next_request() {
     let (a, b) = spawn_isolated_pair(|_| {}).await;
     let org = a.create_org("Acme").await;
     // Many rounds: a notice that only sometimes arrives in time fails some of them.
-    const ROUNDS: usize = 30;
+    let rounds = bench_rounds();
     let mut accepted = Vec::new();
-    for round in 0..ROUNDS {
+    // Microseconds: DELETE sent → answered, and DELETE answered → B's answer.
+    let (mut delete_us, mut delays_us) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
         let (key_id, key) = a.new_project_key(&org).await;
         // B has the key cached as valid (the second use is a hit).
         for _ in 0..2 {
@@ -39,17 +51,25 @@ async fn a_revoke_through_a_is_refused_by_b_on_the_very_next_request() {
             assert_eq!(before.status, StatusCode::OK, "round {round}: {before:?}");
         }
 
+        let sent = Instant::now();
         revoke_through(&a, &org.master_key, &key_id).await;
+        let answered = Instant::now();
         let after = b.verify(&key).await;
+        delays_us.push(answered.elapsed().as_micros() as u64);
+        delete_us.push((answered - sent).as_micros() as u64);
         if after.status.is_success() {
             accepted.push(round);
         } else {
             assert_error(&after, StatusCode::UNAUTHORIZED, "key_revoked");
         }
     }
+    if let Some(report) = std::env::var_os("LOGSTITCH_BENCH_REVOKE_REPORT") {
+        let timings = serde_json::json!({"delays_us": delays_us, "delete_us": delete_us});
+        std::fs::write(report, timings.to_string()).expect("write the bench report");
+    }
     assert!(
         accepted.is_empty(),
-        "B accepted the just-revoked key on the next request in {} of {ROUNDS} rounds: {accepted:?}",
+        "B accepted the just-revoked key on the next request in {} of {rounds} rounds: {accepted:?}",
         accepted.len()
     );
 }

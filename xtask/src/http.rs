@@ -1,0 +1,169 @@
+//! Just enough HTTP/1.1 for the tasks' setup calls to a local gateway: one request per
+//! connection (`Connection: close`), so a response ends where the stream ends.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> Result<Value> {
+        serde_json::from_str(&self.body).with_context(|| format!("not JSON: {}", self.body))
+    }
+
+    /// Fails unless the status is `expected`.
+    pub fn expect_status(self, expected: u16, what: &str) -> Result<Response> {
+        if self.status != expected {
+            bail!(
+                "{what}: HTTP {} (expected {expected}): {}",
+                self.status,
+                self.body
+            );
+        }
+        Ok(self)
+    }
+
+    /// Fails unless the status is `expected`; the parsed body otherwise.
+    pub fn expect(self, expected: u16, what: &str) -> Result<Value> {
+        self.expect_status(expected, what)?.json()
+    }
+}
+
+/// `http://host:port/path` → ("host:port", "/path").
+fn split_url(url: &str) -> Result<(&str, &str)> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("only http:// URLs: {url}"))?;
+    Ok(match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, "/"),
+    })
+}
+
+pub fn request(
+    method: &str,
+    url: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+) -> Result<Response> {
+    let (authority, path) = split_url(url)?;
+    let mut stream =
+        TcpStream::connect(authority).with_context(|| format!("{method} {url}: cannot connect"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    if let Some(token) = bearer {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let payload = body.map(Value::to_string).unwrap_or_default();
+    if body.is_some() {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            payload.len()
+        ));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(payload.as_bytes())?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .with_context(|| format!("{method} {url}: reading the response"))?;
+    parse(&raw).with_context(|| format!("{method} {url}"))
+}
+
+pub fn get(url: &str, bearer: Option<&str>) -> Result<Response> {
+    request("GET", url, bearer, None)
+}
+
+pub fn post(url: &str, bearer: &str, body: &Value) -> Result<Response> {
+    request("POST", url, Some(bearer), Some(body))
+}
+
+fn parse(raw: &[u8]) -> Result<Response> {
+    let split = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .context("no end of headers in the response")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .context("no status line")?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(name, value)| name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Ok(Response {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|window| window == b"\r\n")
+            .context("a chunk size line without an end")?;
+        let size_text = String::from_utf8_lossy(&rest[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .with_context(|| format!("bad chunk size {size_text:?}"))?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        if rest.len() < size + 2 {
+            bail!("a chunk shorter than its size");
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sized_response_is_read_whole() {
+        let response = parse(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{\"a\":10}").unwrap();
+        assert_eq!(response.status, 201);
+        assert_eq!(response.json().unwrap()["a"], 10);
+    }
+
+    #[test]
+    fn a_chunked_response_is_put_together() {
+        let response = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;x=y\r\nefg\r\n0\r\n\r\n").unwrap();
+        assert_eq!(response.body, "abcdefg");
+        assert!(parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n").is_err());
+    }
+
+    #[test]
+    fn urls_split_into_authority_and_path() {
+        assert_eq!(
+            split_url("http://127.0.0.1:80/a/b?c").unwrap(),
+            ("127.0.0.1:80", "/a/b?c")
+        );
+        assert_eq!(split_url("http://h:1").unwrap(), ("h:1", "/"));
+        assert!(split_url("https://h/").is_err());
+    }
+}
