@@ -130,11 +130,34 @@ impl super::Claimed for RevokeKey {
     }
 }
 
-/// The answer to a message whose requester gave up before it started: nobody reads it.
-fn abandoned() -> StoreError {
-    StoreError::Unavailable(anyhow::anyhow!(
-        "the requester gave up before the work started"
-    ))
+impl OrgActor {
+    /// What a message's work needs of the actor, owned, so the work can outlive `&mut self`.
+    fn handles(&self) -> (OrgId, Store, Arc<AuthCache>, Arc<Metrics>) {
+        (
+            self.org,
+            self.store.clone(),
+            self.cache.clone(),
+            self.metrics.clone(),
+        )
+    }
+
+    /// Every message starts here: it counts as activity, and if its requester gave up before
+    /// it started, the answer (which nobody reads) is ready and no work is done.
+    fn abandoned<T: 'static, E: From<StoreError> + 'static>(
+        &mut self,
+        claim: &Claim,
+    ) -> Option<AtomicResponse<Self, Result<T, E>>> {
+        self.last_active = Instant::now();
+        if claim.start() {
+            return None;
+        }
+        let gave_up = StoreError::Unavailable(anyhow::anyhow!(
+            "the requester gave up before the work started"
+        ));
+        Some(AtomicResponse::new(Box::pin(fut::ready(Err(
+            gave_up.into()
+        )))))
+    }
 }
 
 impl Handler<CreateKey> for OrgActor {
@@ -142,17 +165,11 @@ impl Handler<CreateKey> for OrgActor {
     type Result = AtomicResponse<Self, Result<CreatedKey, CreateKeyError>>;
 
     fn handle(&mut self, msg: CreateKey, _: &mut Self::Context) -> Self::Result {
-        self.last_active = Instant::now();
-        if !msg.claim.start() {
-            return AtomicResponse::new(Box::pin(fut::ready(Err(abandoned().into()))));
+        if let Some(abandoned) = self.abandoned(&msg.claim) {
+            return abandoned;
         }
-        let (org, store, cache, metrics, max) = (
-            self.org,
-            self.store.clone(),
-            self.cache.clone(),
-            self.metrics.clone(),
-            self.max_active_keys,
-        );
+        let max = self.max_active_keys;
+        let (org, store, cache, metrics) = self.handles();
         AtomicResponse::new(Box::pin(
             async move {
                 let key = ApiKey::generate(KeyType::Project);
@@ -187,18 +204,11 @@ impl Handler<RevokeKey> for OrgActor {
     type Result = AtomicResponse<Self, Result<Revocation, RevokeError>>;
 
     fn handle(&mut self, msg: RevokeKey, _: &mut Self::Context) -> Self::Result {
-        self.last_active = Instant::now();
-        if !msg.claim.start() {
-            return AtomicResponse::new(Box::pin(fut::ready(Err(abandoned().into()))));
+        if let Some(abandoned) = self.abandoned(&msg.claim) {
+            return abandoned;
         }
-        let (org, store, cache, metrics, acks, ack_timeout) = (
-            self.org,
-            self.store.clone(),
-            self.cache.clone(),
-            self.metrics.clone(),
-            self.acks.clone(),
-            self.ack_timeout,
-        );
+        let (acks, ack_timeout) = (self.acks.clone(), self.ack_timeout);
+        let (org, store, cache, metrics) = self.handles();
         AtomicResponse::new(Box::pin(
             async move {
                 // Registered before the commit, so no acknowledgement can arrive unseen.

@@ -375,6 +375,21 @@ mod tests {
         }
     }
 
+    /// A trusted cache whose invalidation memory holds `entries` for `age`.
+    fn cache_remembering(lookup: Arc<FakeLookup>, entries: usize, age: Duration) -> AuthCache {
+        let guard = FreshnessGuard::new(entries, age);
+        let cache = AuthCache::with_guard(settings(), guard, lookup, Arc::new(Metrics::new()));
+        cache.flush_and_trust();
+        cache
+    }
+
+    /// A trusted cache in front of a lookup that knows one active key, and that key's hash.
+    fn one_active_key() -> (Arc<FakeLookup>, AuthCache, KeyHash) {
+        let lookup = FakeLookup::new(KeyState::Active(identity()));
+        let cache = cache(lookup.clone());
+        (lookup, cache, KeyHash::of("a"))
+    }
+
     fn cache(lookup: Arc<FakeLookup>) -> AuthCache {
         let cache = AuthCache::new(settings(), lookup, Arc::new(Metrics::new()));
         cache.flush_and_trust();
@@ -383,9 +398,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_resolve_is_a_hit() {
-        let lookup = FakeLookup::new(KeyState::Active(identity()));
-        let cache = cache(lookup.clone());
-        let hash = KeyHash::of("a");
+        let (lookup, cache, hash) = one_active_key();
         cache.resolve(hash).await.unwrap();
         cache.resolve(hash).await.unwrap();
         assert_eq!(lookup.calls.load(Ordering::SeqCst), 1);
@@ -403,9 +416,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_misses_make_one_lookup() {
-        let lookup = FakeLookup::new(KeyState::Active(identity()));
-        let cache = cache(lookup.clone());
-        let hash = KeyHash::of("a");
+        let (lookup, cache, hash) = one_active_key();
         let all = futures_util::future::join_all((0..32).map(|_| cache.resolve(hash))).await;
         assert!(all
             .iter()
@@ -445,9 +456,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_untrusted_cache_reads_through_and_a_flush_drops_everything() {
-        let lookup = FakeLookup::new(KeyState::Active(identity()));
-        let cache = cache(lookup.clone());
-        let hash = KeyHash::of("a");
+        let (lookup, cache, hash) = one_active_key();
         cache.resolve(hash).await.unwrap();
         cache.distrust();
         cache.resolve(hash).await.unwrap();
@@ -525,13 +534,7 @@ mod tests {
     async fn a_full_invalidation_memory_never_lets_a_pre_revocation_load_look_fresh() {
         let valid = identity();
         let lookup = FakeLookup::new(KeyState::Active(valid));
-        let cache = AuthCache::with_guard(
-            settings(),
-            FreshnessGuard::new(2, INVALIDATION_MEMORY),
-            lookup.clone(),
-            Arc::new(Metrics::new()),
-        );
-        cache.flush_and_trust();
+        let cache = cache_remembering(lookup.clone(), 2, INVALIDATION_MEMORY);
         let hash = KeyHash::of("a");
         let began = cache.epoch();
         // Revoked (and invalidated) while a create of that key was between its epoch and
@@ -552,13 +555,7 @@ mod tests {
     async fn a_stale_entry_is_dropped_when_its_invalidation_is_forgotten() {
         let valid = identity();
         let lookup = FakeLookup::new(KeyState::Active(valid));
-        let cache = AuthCache::with_guard(
-            settings(),
-            FreshnessGuard::new(10, Duration::from_millis(20)),
-            lookup.clone(),
-            Arc::new(Metrics::new()),
-        );
-        cache.flush_and_trust();
+        let cache = cache_remembering(lookup.clone(), 10, Duration::from_millis(20));
         let hash = KeyHash::of("a");
         // A stale answer in the cache (as a load racing the invalidation could leave it).
         let began = cache.epoch();

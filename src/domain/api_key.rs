@@ -216,6 +216,11 @@ impl KeyPrefix {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A prefix read back from the database, which only ever stores [`ApiKey::prefix`]'s.
+    pub fn from_stored(stored: String) -> KeyPrefix {
+        KeyPrefix(stored)
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,11 @@ impl DisplayName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A name read back from the database, which only ever stores parsed names.
+    pub fn from_stored(stored: String) -> DisplayName {
+        DisplayName(stored)
+    }
 }
 
 impl fmt::Debug for DisplayName {

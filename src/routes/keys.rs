@@ -88,9 +88,9 @@ async fn create_key(
         })?;
     Ok(HttpResponse::Created().json(CreatedKeyResponse {
         key: created.key.expose(),
-        prefix: &created.record.prefix,
+        prefix: created.record.prefix.as_str(),
         key_type: created.record.key_type.as_str(),
-        name: &created.record.name,
+        name: created.record.name.as_str(),
         request_id,
     }))
 }
@@ -115,9 +115,9 @@ impl<'a> From<&'a KeyRecord> for KeyView<'a> {
     fn from(record: &'a KeyRecord) -> Self {
         KeyView {
             id: record.id,
-            prefix: &record.prefix,
+            prefix: record.prefix.as_str(),
             key_type: record.key_type.as_str(),
-            name: &record.name,
+            name: record.name.as_str(),
             last_used_at: record.last_used_at,
             created_at: record.created_at,
             revoked_at: record.revoked_at,

@@ -49,8 +49,8 @@ struct CreatedProject<'a> {
 
 async fn create_project(
     caller: Authenticated<MasterOnly>,
-    body: JsonBody,
     state: web::Data<AppState>,
+    body: JsonBody,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let name = body.name()?;

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::{Store, StoreError};
 use crate::auth::{Identity, KeyState};
-use crate::domain::{ApiKey, DisplayName, KeyHash, KeyId, KeyType, OrgId, ProjectId};
+use crate::domain::{ApiKey, DisplayName, KeyHash, KeyId, KeyPrefix, KeyType, OrgId, ProjectId};
 use crate::invalidation::{LISTENER_NAME_PREFIX, REVOCATION_CHANNEL};
 
 #[derive(Debug, Clone)]
@@ -13,9 +13,9 @@ pub struct KeyRecord {
     pub id: KeyId,
     pub organization_id: OrgId,
     pub project_id: Option<ProjectId>,
-    pub prefix: String,
+    pub prefix: KeyPrefix,
     pub key_type: KeyType,
-    pub name: String,
+    pub name: DisplayName,
     pub last_used_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -322,9 +322,9 @@ fn key_record(row: &tokio_postgres::Row, key_type: KeyType) -> KeyRecord {
         id: KeyId::from_uuid(row.get(0)),
         organization_id: OrgId::from_uuid(row.get(1)),
         project_id: row.get::<_, Option<Uuid>>(2).map(ProjectId::from_uuid),
-        prefix: row.get(3),
+        prefix: KeyPrefix::from_stored(row.get(3)),
         key_type,
-        name: row.get(5),
+        name: DisplayName::from_stored(row.get(5)),
         last_used_at: row.get(6),
         created_at: row.get(7),
         revoked_at: row.get(8),
