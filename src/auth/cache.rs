@@ -14,8 +14,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt};
@@ -24,6 +23,7 @@ use moka::Expiry;
 pub use super::freshness::LoadEpoch;
 use super::freshness::{FreshnessGuard, INVALIDATION_MEMORY, INVALIDATION_MEMORY_ENTRIES};
 use super::inflight::InFlight;
+use super::trust::Trust;
 use super::{Identity, KeyState};
 use crate::domain::KeyHash;
 use crate::metrics::{InvalidationLabel, Metrics};
@@ -121,10 +121,7 @@ pub struct AuthCache {
     entries: moka::future::Cache<KeyHash, Entry>,
     guard: FreshnessGuard,
     loads: InFlight<Result<Entry, Arc<StoreError>>>,
-    trusted: AtomicBool,
-    /// When the cache stopped being trusted; bounds the opt-in stale grace.
-    distrusted_at: Mutex<Option<Instant>>,
-    stale_grace: Duration,
+    trust: Trust,
     lookup: Arc<dyn KeyLookup>,
     metrics: Arc<Metrics>,
 }
@@ -157,9 +154,7 @@ impl AuthCache {
             entries,
             guard,
             loads: InFlight::new(),
-            trusted: AtomicBool::new(false),
-            distrusted_at: Mutex::new(None),
-            stale_grace: settings.stale_grace,
+            trust: Trust::new(settings.stale_grace),
             lookup,
             metrics,
         }
@@ -176,7 +171,7 @@ impl AuthCache {
     /// The fresh cached answer for a hash, if there is one. Never a lookup; None while the
     /// cache is not trusted.
     pub async fn peek(&self, hash: &KeyHash) -> Option<KeyState> {
-        if !self.trusted.load(Ordering::Acquire) {
+        if !self.trust.is_trusted() {
             return None;
         }
         let entry = self.entries.get(hash).await?;
@@ -197,7 +192,7 @@ impl AuthCache {
                 Err(error) => return self.stale_grace_or(hash, error).await,
             };
             if self.guard.is_fresh(&hash, entry.loaded_at) {
-                if self.trusted.load(Ordering::Acquire) {
+                if self.trust.is_trusted() {
                     self.entries.insert(hash, entry).await;
                 }
                 return Ok(entry.state);
@@ -220,7 +215,7 @@ impl AuthCache {
     /// the create's transaction began: a revocation of the key heard since (from another
     /// instance, between commit and now) makes the entry stale, so it is not inserted.
     pub async fn insert_created(&self, hash: KeyHash, identity: Identity, began: LoadEpoch) {
-        if !self.trusted.load(Ordering::Acquire) || !self.guard.is_fresh(&hash, began) {
+        if !self.trust.is_trusted() || !self.guard.is_fresh(&hash, began) {
             return;
         }
         let entry = Entry {
@@ -242,9 +237,8 @@ impl AuthCache {
 
     /// The listener lost its connection: notifications may be lost from now on.
     pub fn distrust(&self) {
-        self.trusted.store(false, Ordering::Release);
-        self.lock_distrusted_at().get_or_insert_with(Instant::now);
-        if self.stale_grace.is_zero() {
+        self.trust.distrust();
+        if self.trust.grace().is_zero() {
             self.flush();
         }
     }
@@ -253,12 +247,7 @@ impl AuthCache {
     /// which a revocation could have been missed.
     pub fn flush_and_trust(&self) {
         self.flush();
-        *self.lock_distrusted_at() = None;
-        self.trusted.store(true, Ordering::Release);
-    }
-
-    fn lock_distrusted_at(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.distrusted_at.lock().unwrap_or_else(|e| e.into_inner())
+        self.trust.trust();
     }
 
     /// Postgres could not answer: the opt-in stale grace may still serve a cached valid key.
@@ -279,8 +268,7 @@ impl AuthCache {
     /// The opt-in trade: a cached, valid, never-invalidated identity, while the listener has
     /// been down for less than the grace.
     async fn within_stale_grace(&self, hash: &KeyHash) -> Option<Identity> {
-        let down_since = (*self.lock_distrusted_at())?;
-        if self.stale_grace.is_zero() || down_since.elapsed() >= self.stale_grace {
+        if !self.trust.within_grace() {
             return None;
         }
         let entry = self.entries.get(hash).await?;
@@ -319,7 +307,8 @@ impl AuthCache {
 mod tests {
     use super::*;
     use crate::domain::{KeyId, KeyType, OrgId};
-    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
     use tokio::sync::Notify;
 
     /// A lookup whose answer the test sets, and which can be held mid-query.

@@ -12,6 +12,7 @@ mod freshness;
 mod identity;
 mod inflight;
 mod last_used;
+mod trust;
 
 pub use cache::{
     cache_settings, AuthCache, CacheSettings, InvalidationSource, KeyLookup, LoadEpoch,
