@@ -101,6 +101,8 @@ impl Tools {
             command.args(["-H", &format!("Authorization: Bearer {key}")]);
         }
         let text = process::output(command.arg(url))?;
+        // wrk stops early and exits 0 on Ctrl-C: don't take that for a measurement.
+        process::check_interrupted()?;
         std::fs::write(out, &text)?;
         parse::wrk(&text).with_context(|| format!("{}", out.display()))
     }
@@ -130,6 +132,7 @@ impl Tools {
             command.env(name, value);
         }
         process::run(&mut command).with_context(|| format!("k6 (see {})", log.display()))?;
+        process::check_interrupted()?;
         let summary: Value = serde_json::from_str(&std::fs::read_to_string(out)?)?;
         Ok((parse::k6(&summary), summary))
     }
