@@ -86,6 +86,7 @@ fn identity() -> Identity {
         organization_id: OrgId::new(),
         project_id: Some(ProjectId::new()),
         key_type: KeyType::Project,
+        expires_at: None,
     }
 }
 

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
+use crate::audit::AuditContext;
 use crate::configuration::{DatabaseSettings, Settings};
 use crate::domain::{DisplayName, OrgId};
 use crate::startup::Application;
@@ -140,7 +141,9 @@ async fn execute(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
             match command {
                 OrgCommand::Create { .. } => {
                     let name = name.expect("parsed above");
-                    let created = store.create_organization(&name).await?;
+                    let created = store
+                        .create_organization(&name, &AuditContext::cli())
+                        .await?;
                     println!(
                         "{}",
                         json!({
@@ -165,7 +168,7 @@ async fn execute(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
             let name = parse_name(&name)?;
             let store = migrated_store(&settings).await?;
             let project = store
-                .create_project(org, &name)
+                .create_project(org, &name, &AuditContext::cli())
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("organization {org} does not exist"))?;
             println!(

@@ -41,6 +41,7 @@ error_codes! {
     Unauthorized => ("unauthorized", UNAUTHORIZED),
     InvalidApiKey => ("invalid_api_key", UNAUTHORIZED),
     KeyRevoked => ("key_revoked", UNAUTHORIZED),
+    KeyExpired => ("key_expired", UNAUTHORIZED),
     Forbidden => ("forbidden", FORBIDDEN),
     NotFound => ("not_found", NOT_FOUND),
     MethodNotAllowed => ("method_not_allowed", METHOD_NOT_ALLOWED),

@@ -1,6 +1,7 @@
 //! LogStitch gateway: the API key service and authentication gateway.
 
 pub mod actors;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod client_addr;

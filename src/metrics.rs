@@ -52,6 +52,7 @@ label_values! {
         Missing => "missing",
         Invalid => "invalid",
         Revoked => "revoked",
+        Expired => "expired",
         Throttled => "throttled",
         Unavailable => "unavailable",
     }
@@ -97,6 +98,7 @@ pub struct Metrics {
     pub invalidation_listener_up: IntGauge,
     pub keys_created: IntCounter,
     pub keys_revoked: IntCounter,
+    pub keys_rolled: IntCounter,
     pub revocation_ack_timeouts: IntCounter,
     pub org_actors: IntGauge,
     pub last_used_flush_duration: Histogram,
@@ -206,6 +208,10 @@ impl Metrics {
             ),
             keys_created: counter("logstitch_keys_created_total", "Project keys created"),
             keys_revoked: counter("logstitch_keys_revoked_total", "Keys revoked"),
+            keys_rolled: counter(
+                "logstitch_keys_rolled_total",
+                "Keys rolled (each also counts a created key)",
+            ),
             revocation_ack_timeouts: counter(
                 "logstitch_revocation_ack_timeouts_total",
                 "Revocations answered before every listening instance acknowledged (ack timeout)",

@@ -23,5 +23,6 @@ pub fn project_identity() -> Identity {
         organization_id: OrgId::new(),
         project_id: Some(ProjectId::new()),
         key_type: KeyType::Project,
+        expires_at: None,
     }
 }

@@ -6,5 +6,5 @@
 mod org;
 mod registry;
 
-pub use org::{CreateKey, CreatedKey, OrgActor, Revocation, RevokeKey};
+pub use org::{CreateKey, CreatedKey, OrgActor, Revocation, RevokeKey, Roll, RollKey, RolledKey};
 pub use registry::{ActorUnavailable, Claim, Claimed, OrgActors};

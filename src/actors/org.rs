@@ -1,4 +1,4 @@
-//! One organization's actor: create and revoke its keys, serialized, and keep this
+//! One organization's actor: create, revoke and roll its keys, serialized, and keep this
 //! instance's auth cache in step before answering.
 
 use std::sync::Arc;
@@ -6,13 +6,17 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use chrono::{DateTime, Utc};
+
 use super::Claim;
+use crate::audit::AuditContext;
 use crate::auth::{AuthCache, Identity, InvalidationSource};
 use crate::domain::{ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId};
 use crate::invalidation::{AckWaiter, RevocationAcks};
 use crate::metrics::Metrics;
 use crate::store::{
-    CreateKeyError, KeyRecord, NewKey, RevokeError, RevokeOutcome, Store, StoreError,
+    CreateKeyError, KeyRecord, NewKey, RevokeError, RevokeOutcome, RollError, RollRequest, Store,
+    StoreError,
 };
 
 pub struct OrgActor {
@@ -53,6 +57,8 @@ impl Actor for OrgActor {
 pub struct CreateKey {
     pub project_id: ProjectId,
     pub name: DisplayName,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub context: AuditContext,
     pub claim: Claim,
 }
 
@@ -68,7 +74,37 @@ pub struct CreatedKey {
 pub struct RevokeKey {
     pub key_id: KeyId,
     pub scope: Option<ProjectId>,
+    pub context: AuditContext,
     pub claim: Claim,
+}
+
+/// Roll a key within `scope`: a new key now, the old one expiring after `overlap`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Roll, RollError>")]
+pub struct RollKey {
+    pub key_id: KeyId,
+    pub scope: Option<ProjectId>,
+    pub overlap: chrono::Duration,
+    pub context: AuditContext,
+    pub claim: Claim,
+}
+
+/// A committed roll; the plaintext of the new key lives only here and in the response.
+#[derive(Debug)]
+pub struct RolledKey {
+    pub key: ApiKey,
+    pub record: KeyRecord,
+    pub replaced: KeyId,
+    /// When the old key now stops working.
+    pub replaced_expires_at: DateTime<Utc>,
+}
+
+/// A committed roll whose acknowledgements (the old key's new expiry evicted everywhere)
+/// may still be on their way.
+pub struct Roll {
+    rolled: RolledKey,
+    listeners: Vec<String>,
+    acks: PendingAcks,
 }
 
 /// A committed revocation, already refused by this instance, whose acknowledgements by the
@@ -130,6 +166,26 @@ impl super::Claimed for RevokeKey {
     }
 }
 
+impl super::Claimed for RollKey {
+    type Answer = Result<RolledKey, RollError>;
+
+    fn claim(&self) -> &Claim {
+        &self.claim
+    }
+
+    /// As a revoke: the roll answers once every listening instance evicted the old key, so
+    /// none keeps using it past its new expiry.
+    async fn conclude(result: Self::Result) -> Self::Answer {
+        let Roll {
+            rolled,
+            listeners,
+            acks,
+        } = result?;
+        acks.wait(&listeners).await;
+        Ok(rolled)
+    }
+}
+
 impl OrgActor {
     /// What a message's work needs of the actor, owned, so the work can outlive `&mut self`.
     fn handles(&self) -> (OrgId, Store, Arc<AuthCache>, Arc<Metrics>) {
@@ -179,19 +235,16 @@ impl Handler<CreateKey> for OrgActor {
                     project_id: Some(msg.project_id),
                     name: &msg.name,
                     key: &key,
+                    expires_at: msg.expires_at,
                 };
                 // Before the transaction begins: a revocation of this key heard from another
                 // instance between the commit and the insert below is newer than this epoch,
                 // so the insert can't leave the key active here.
                 let began = cache.epoch();
-                let record = store.create_key(new, max).await?;
-                let identity = Identity {
-                    key_id: record.id,
-                    organization_id: org,
-                    project_id: record.project_id,
-                    key_type: KeyType::Project,
-                };
-                cache.insert_created(key.hash(), identity, began).await;
+                let record = store.create_key(new, max, &msg.context).await?;
+                cache
+                    .insert_created(key.hash(), identity_of(&record), began)
+                    .await;
                 metrics.keys_created.inc();
                 Ok(CreatedKey { key, record })
             }
@@ -214,7 +267,7 @@ impl Handler<RevokeKey> for OrgActor {
                 // Registered before the commit, so no acknowledgement can arrive unseen.
                 let waiter = acks.expect(uuid::Uuid::new_v4());
                 let outcome = store
-                    .revoke_key(org, msg.scope, msg.key_id, waiter.id())
+                    .revoke_key(org, msg.scope, msg.key_id, waiter.id(), &msg.context)
                     .await?;
                 // Before the DELETE answers, this instance already refuses the key...
                 cache
@@ -240,5 +293,72 @@ impl Handler<RevokeKey> for OrgActor {
             }
             .into_actor(self),
         ))
+    }
+}
+
+impl Handler<RollKey> for OrgActor {
+    type Result = AtomicResponse<Self, Result<Roll, RollError>>;
+
+    fn handle(&mut self, msg: RollKey, _: &mut Self::Context) -> Self::Result {
+        if let Some(abandoned) = self.abandoned(&msg.claim) {
+            return abandoned;
+        }
+        let (acks, ack_timeout, max) = (self.acks.clone(), self.ack_timeout, self.max_active_keys);
+        let (org, store, cache, metrics) = self.handles();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let key = ApiKey::generate(KeyType::Project);
+                let waiter = acks.expect(uuid::Uuid::new_v4());
+                // As for a create: the new key's entry is judged by an epoch from before the
+                // transaction.
+                let began = cache.epoch();
+                let roll = RollRequest {
+                    organization_id: org,
+                    scope: msg.scope,
+                    old_key: msg.key_id,
+                    overlap: msg.overlap,
+                    new_id: KeyId::new(),
+                    new_key: &key,
+                    now: Utc::now(),
+                };
+                let outcome = store.roll_key(roll, max, waiter.id(), &msg.context).await?;
+                // The old key's cached entry (without its new expiry) goes before the answer,
+                // here at once and on every listening instance before `conclude` returns.
+                cache
+                    .invalidate(outcome.announced.hash, InvalidationSource::Local)
+                    .await;
+                cache
+                    .insert_created(key.hash(), identity_of(&outcome.new_key), began)
+                    .await;
+                metrics.keys_created.inc();
+                metrics.keys_rolled.inc();
+                Ok(Roll {
+                    rolled: RolledKey {
+                        key,
+                        record: outcome.new_key,
+                        replaced: outcome.old_key,
+                        replaced_expires_at: outcome.old_expires_at,
+                    },
+                    listeners: outcome.announced.listeners,
+                    acks: PendingAcks {
+                        waiter,
+                        timeout: ack_timeout,
+                        metrics,
+                    },
+                })
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+/// The identity a freshly written key row authenticates as.
+fn identity_of(record: &KeyRecord) -> Identity {
+    Identity {
+        key_id: record.id,
+        organization_id: record.organization_id,
+        project_id: record.project_id,
+        key_type: record.key_type,
+        expires_at: record.expires_at,
     }
 }

@@ -352,6 +352,7 @@ mod tests {
             organization_id: OrgId::new(),
             project_id: None,
             key_type: KeyType::Master,
+            expires_at: None,
         }
     }
 

@@ -31,6 +31,7 @@ pub enum AuthFailure {
     Malformed,
     Unknown,
     Revoked,
+    Expired,
     /// Too many failed authentications from this client IP; no lookup was made.
     Throttled(RateDecision),
     Unavailable(Arc<StoreError>),
@@ -42,6 +43,7 @@ impl AuthFailure {
             AuthFailure::Missing => AuthResult::Missing,
             AuthFailure::Malformed | AuthFailure::Unknown => AuthResult::Invalid,
             AuthFailure::Revoked => AuthResult::Revoked,
+            AuthFailure::Expired => AuthResult::Expired,
             AuthFailure::Throttled(_) => AuthResult::Throttled,
             AuthFailure::Unavailable(_) => AuthResult::Unavailable,
         }
@@ -57,6 +59,7 @@ impl AuthFailure {
                 | AuthFailure::Malformed
                 | AuthFailure::Unknown
                 | AuthFailure::Revoked
+                | AuthFailure::Expired
         )
     }
 }
@@ -77,6 +80,7 @@ impl From<AuthFailure> for ApiError {
             AuthFailure::Revoked => {
                 ApiError::new(ErrorCode::KeyRevoked, "API key has been revoked")
             }
+            AuthFailure::Expired => ApiError::new(ErrorCode::KeyExpired, "API key has expired"),
             AuthFailure::Throttled(decision) => ApiError::new(
                 ErrorCode::RateLimited,
                 "Too many failed authentications from this address; retry later",
@@ -129,11 +133,11 @@ fn record(outcome: &Result<Identity, AuthFailure>, state: &AppState) {
     }
 }
 
-/// The rule: a key with a fresh cached active identity passes without the failed-auth
-/// throttle being consulted (the hot path: one cache read). The throttle limits what costs —
-/// lookups of keys not cached as active, and malformed keys — so only otherwise does a
-/// throttled address get 429, before any lookup. A key that resolves active never counts as
-/// a failure; missing credentials, malformed, unknown and revoked keys do.
+/// The rule: a key with a fresh cached active, unexpired identity passes without the
+/// failed-auth throttle being consulted (the hot path: one cache read). The throttle limits
+/// what costs — lookups of keys not cached as active, and malformed keys — so only otherwise
+/// does a throttled address get 429, before any lookup. A key that resolves active never
+/// counts as a failure; missing credentials, malformed, unknown, revoked and expired keys do.
 async fn identify(
     header: Option<&HeaderValue>,
     ip: Option<IpAddr>,
@@ -145,7 +149,9 @@ async fn identify(
         Err(_) => None,
     };
     if let Some(KeyState::Active(identity)) = cached {
-        return Ok(identity);
+        if !identity.is_expired() {
+            return Ok(identity);
+        }
     }
     let throttled = ip
         .map(|ip| state.failed_auth.check(ip))
@@ -181,6 +187,7 @@ fn presented_hash(header: Option<&HeaderValue>) -> Result<KeyHash, AuthFailure> 
 
 fn known_identity(state: KeyState) -> Result<Identity, AuthFailure> {
     match state {
+        KeyState::Active(identity) if identity.is_expired() => Err(AuthFailure::Expired),
         KeyState::Active(identity) => Ok(identity),
         KeyState::Revoked => Err(AuthFailure::Revoked),
         KeyState::Unknown => Err(AuthFailure::Unknown),

@@ -1,6 +1,7 @@
 //! What a key resolves to. Small and `Copy`: it is cloned out of the cache on every request.
 
 use actix_web::http::header::{HeaderName, HeaderValue};
+use chrono::{DateTime, Utc};
 
 use crate::domain::{KeyId, KeyType, OrgId, ProjectId};
 
@@ -17,10 +18,14 @@ pub struct Identity {
     /// None for a master key.
     pub project_id: Option<ProjectId>,
     pub key_type: KeyType,
+    /// When the key stops working; None: never. Checked on every request, cached or not, so
+    /// a cached entry never outlives its key.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// What a key hash resolves to. A revoked or unknown key carries no identity, so no code path
-/// can hand one on as if it could act (room for `Expired` when keys expire).
+/// can hand one on as if it could act. An expired key is `Active` with an `expires_at` in the
+/// past: expiry is a matter of the clock, judged at each use ([`Identity::is_expired`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
     Active(Identity),
@@ -29,6 +34,12 @@ pub enum KeyState {
 }
 
 impl Identity {
+    /// Whether the key has expired: its last valid instant is just before `expires_at`. The
+    /// clock is read only for a key that can expire.
+    pub fn is_expired(&self) -> bool {
+        self.expires_at.is_some_and(|expires| expires <= Utc::now())
+    }
+
     /// The identity as `X-LogStitch-*` headers, for the verify endpoint's answer and for
     /// forwarded requests. A master key's project header is empty.
     pub fn headers(&self) -> [(HeaderName, HeaderValue); 4] {

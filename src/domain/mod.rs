@@ -2,8 +2,10 @@
 
 mod api_key;
 mod display_name;
+mod expiry;
 mod ids;
 
 pub use api_key::{ApiKey, KeyHash, KeyPrefix, KeyType, MalformedKey};
 pub use display_name::{DisplayName, NAME_MAX_CHARS};
+pub use expiry::{parse_expiry, to_millis, MAX_EXPIRY_MONTHS};
 pub use ids::{KeyId, OrgId, ProjectId};

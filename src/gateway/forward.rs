@@ -272,6 +272,7 @@ mod tests {
                 organization_id: OrgId::new(),
                 project_id: Some(ProjectId::new()),
                 key_type: KeyType::Project,
+                expires_at: None,
             },
             rate: RateDecision {
                 allowed: true,

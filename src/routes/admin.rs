@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::body::JsonBody;
 use super::resource;
+use crate::audit::{Actor, AuditContext};
 use crate::auth::bearer_token;
 use crate::auth::AuthFailure;
 use crate::domain::{OrgId, ProjectId};
@@ -81,11 +82,18 @@ struct CreatedOrganization<'a> {
 async fn create_organization(
     _: AdminCaller,
     body: JsonBody,
+    req: HttpRequest,
     state: web::Data<AppState>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let name = body.name()?;
-    let created = state.store.create_organization(&name).await?;
+    let context = AuditContext::of_request(
+        Actor::Admin,
+        &req,
+        &state.settings.server.trusted_proxies,
+        request_id,
+    );
+    let created = state.store.create_organization(&name, &context).await?;
     Ok(HttpResponse::Created().json(CreatedOrganization {
         organization_id: created.organization_id,
         project_id: created.project_id,

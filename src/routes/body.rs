@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::error::JsonPayloadError;
+use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use serde_json::{Map, Value};
@@ -42,6 +43,30 @@ fn json_error(error: JsonPayloadError, max_body_bytes: usize) -> ApiError {
 /// How long a client may take to send its JSON body; registered as app data.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyReadTimeout(pub Duration);
+
+/// A body that may be left out: a request without one (no `Content-Length` and no
+/// `Transfer-Encoding`, or `Content-Length: 0`) is None; any other body is read as a
+/// [`JsonBody`], with its rules (JSON content type, size limit, read timeout).
+pub struct OptionalJsonBody(pub Option<Value>);
+
+impl FromRequest for OptionalJsonBody {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<OptionalJsonBody, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let headers = req.headers();
+        let length = headers.get(CONTENT_LENGTH).map(|value| value.as_bytes());
+        let bodiless = match length {
+            Some(length) => length == b"0",
+            None => !headers.contains_key(TRANSFER_ENCODING),
+        };
+        if bodiless {
+            return Box::pin(async { Ok(OptionalJsonBody(None)) });
+        }
+        let body = JsonBody::from_request(req, payload);
+        Box::pin(async move { Ok(OptionalJsonBody(Some(body.await?.0))) })
+    }
+}
 
 /// A JSON body read within [`BodyReadTimeout`], so a client trickling bytes can't hold a
 /// worker's attention forever. Errors are the JSON extractor's (see [`json_config`]).
@@ -120,6 +145,48 @@ impl Fields {
         None
     }
 
+    /// An optional string field: absent or null is None; anything else must parse.
+    pub fn optional<T>(
+        &mut self,
+        field: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let problem = match self.object.get(field) {
+            None | Some(Value::Null) => return None,
+            Some(Value::String(raw)) => match parse(raw) {
+                Ok(value) => return Some(value),
+                Err(problem) => problem,
+            },
+            Some(_) => "must be a string".to_owned(),
+        };
+        self.problems.push(FieldError::new(field, problem));
+        None
+    }
+
+    /// An optional integer field within `range`: absent or null is None. `3600.0`, `"3600"`
+    /// and out-of-range values are problems, not guesses.
+    pub fn optional_integer(
+        &mut self,
+        field: &'static str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Option<u64> {
+        let in_range = format!(
+            "must be an integer from {} to {}",
+            range.start(),
+            range.end()
+        );
+        let problem = match self.object.get(field) {
+            None | Some(Value::Null) => return None,
+            Some(Value::Number(number)) => match number.as_u64() {
+                Some(value) if range.contains(&value) => return Some(value),
+                _ => in_range,
+            },
+            Some(_) => in_range,
+        };
+        self.problems.push(FieldError::new(field, problem));
+        None
+    }
+
     /// Ok when every field read so far was valid.
     pub fn finish(self) -> Result<(), ApiError> {
         if self.problems.is_empty() {
@@ -147,6 +214,24 @@ mod tests {
         let error = fields.finish().unwrap_err();
         assert_eq!(error.code(), ErrorCode::ValidationError);
         assert!(format!("{error:?}").contains("Invalid request body"));
+    }
+
+    #[test]
+    fn optional_fields_may_be_absent_or_null_but_not_wrong() {
+        let mut fields =
+            Fields::of(json!({"n": null, "s": 3, "i": 3600.5, "j": -1, "k": 7})).unwrap();
+        assert!(fields.optional("absent", |s| Ok(s.to_owned())).is_none());
+        assert!(fields.optional("n", |s| Ok(s.to_owned())).is_none());
+        assert!(fields.optional_integer("absent", 0..=10).is_none());
+        assert_eq!(fields.optional_integer("k", 0..=10), Some(7));
+        let problems = fields.problems.len();
+        assert_eq!(problems, 0);
+        assert!(fields.optional("s", |s| Ok(s.to_owned())).is_none());
+        assert!(fields.optional_integer("i", 0..=10_000).is_none());
+        assert!(fields.optional_integer("j", 0..=10).is_none());
+        assert!(fields.optional_integer("k", 0..=5).is_none());
+        let fields_in_error: Vec<_> = fields.problems.iter().map(|p| p.field.clone()).collect();
+        assert_eq!(fields_in_error, ["s", "i", "j", "k"]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Route table. Each module exports `configure`; this one only mounts them.
 
 mod admin;
+mod audit;
 mod body;
 mod health;
 mod keys;
@@ -43,6 +44,7 @@ pub const BUILT_IN_PATHS: &[&str] = &[
     "/api/v1/keys",
     "/api/v1/projects",
     "/api/v1/auth/verify",
+    "/api/v1/audit-events",
 ];
 
 /// Whether a gateway `prefix` would overlap `path`: equal, or one under the other at a
@@ -81,7 +83,8 @@ pub fn configure(
             .wrap(from_fn(authenticate))
             .configure(keys::configure)
             .configure(projects::configure)
-            .configure(verify::configure),
+            .configure(verify::configure)
+            .configure(audit::configure),
     );
 }
 

@@ -1,11 +1,12 @@
 //! `/api/v1/projects`: create and list the caller's organization's projects (master key only).
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::body::JsonBody;
 use super::{resource, timestamp};
+use crate::audit::AuditContext;
 use crate::auth::{Authenticated, MasterOnly};
 use crate::domain::ProjectId;
 use crate::error::ApiError;
@@ -49,14 +50,21 @@ struct CreatedProject<'a> {
 
 async fn create_project(
     caller: Authenticated<MasterOnly>,
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: JsonBody,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let name = body.name()?;
+    let context = AuditContext::of_key(
+        &caller.identity,
+        &req,
+        &state.settings.server.trusted_proxies,
+        request_id,
+    );
     let record = state
         .store
-        .create_project(caller.identity.organization_id, &name)
+        .create_project(caller.identity.organization_id, &name, &context)
         .await?
         .ok_or_else(|| ApiError::not_found("Organization not found"))?;
     Ok(HttpResponse::Created().json(CreatedProject {

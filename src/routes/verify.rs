@@ -2,9 +2,10 @@
 //! `auth_request` or Envoy ext_authz target. Identity in the body and in headers.
 
 use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::resource;
+use super::{resource, timestamp};
 use crate::auth::{AnyKey, Authenticated};
 use crate::domain::{KeyId, OrgId, ProjectId};
 use crate::request_id::RequestId;
@@ -21,6 +22,8 @@ struct Verified {
     project_id: Option<ProjectId>,
     #[serde(rename = "type")]
     key_type: &'static str,
+    #[serde(serialize_with = "timestamp::option::serialize")]
+    expires_at: Option<DateTime<Utc>>,
     request_id: RequestId,
 }
 
@@ -36,6 +39,7 @@ async fn verify(caller: Authenticated<AnyKey>, request_id: RequestId) -> HttpRes
         organization_id: identity.organization_id,
         project_id: identity.project_id,
         key_type: identity.key_type.as_str(),
+        expires_at: identity.expires_at,
         request_id,
     })
 }

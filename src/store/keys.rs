@@ -1,11 +1,16 @@
-//! Key rows: create, list, revoke, look up by hash, and the batched lastUsedAt write.
+//! Key rows: create, list, revoke, roll, look up by hash, and the batched lastUsedAt write.
+//! Every change writes its audit event in its own transaction.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::audit::{record_event, Change};
 use super::{Store, StoreError};
+use crate::audit::{Action, AuditContext, TargetType};
 use crate::auth::{Identity, KeyState};
-use crate::domain::{ApiKey, DisplayName, KeyHash, KeyId, KeyPrefix, KeyType, OrgId, ProjectId};
+use crate::domain::{
+    to_millis, ApiKey, DisplayName, KeyHash, KeyId, KeyPrefix, KeyType, OrgId, ProjectId,
+};
 use crate::invalidation::{LISTENER_NAME_PREFIX, REVOCATION_CHANNEL};
 
 #[derive(Debug, Clone)]
@@ -19,6 +24,7 @@ pub struct KeyRecord {
     pub last_used_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// What a create writes. The plaintext never reaches the database: only hash and prefix do.
@@ -28,6 +34,7 @@ pub struct NewKey<'a> {
     pub project_id: Option<ProjectId>,
     pub name: &'a DisplayName,
     pub key: &'a ApiKey,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,14 +57,77 @@ pub enum RevokeError {
     Store(#[from] StoreError),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum RollError {
+    #[error("key not found in the caller's scope")]
+    NotFound,
+    #[error("master keys cannot be rolled through the API")]
+    MasterKey,
+    #[error("the key is {0} and cannot be rolled")]
+    NotRollable(NotRollable),
+    #[error("the organization has reached its limit of {0} active keys")]
+    LimitReached(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a key can't be rolled: only a live key that was never rolled can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRollable {
+    Revoked,
+    Expired,
+    AlreadyRolled,
+}
+
+impl std::fmt::Display for NotRollable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotRollable::Revoked => "revoked",
+            NotRollable::Expired => "expired",
+            NotRollable::AlreadyRolled => "already rolled",
+        })
+    }
+}
+
+/// A change other instances must hear of before the request answers: the key's cached
+/// entry is evicted everywhere (the next lookup reads the new state).
+#[derive(Debug, Clone)]
+pub struct Announced {
+    pub hash: KeyHash,
+    /// Instance ids of the listeners that were listening when the change was announced:
+    /// the instances whose acknowledgement the changer waits for.
+    pub listeners: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct RevokeOutcome {
     pub hash: KeyHash,
-    /// The key was revoked before this call; its first revokedAt stands.
+    /// The key was revoked before this call; its first revokedAt stands, nothing was
+    /// announced and no event written.
     pub already_revoked: bool,
-    /// Instance ids of the listeners that were listening when the revocation was announced:
-    /// the instances whose acknowledgement the revoker waits for.
     pub listeners: Vec<String>,
+}
+
+/// A committed roll: the new key's row, and the old key's new expiry, announced.
+#[derive(Debug, Clone)]
+pub struct RollOutcome {
+    pub new_key: KeyRecord,
+    pub old_key: KeyId,
+    pub old_expires_at: DateTime<Utc>,
+    pub announced: Announced,
+}
+
+/// What a roll writes: the old key's id and overlap, and the new key (same project and name,
+/// taken from the old key's row inside the transaction).
+pub struct RollRequest<'a> {
+    pub organization_id: OrgId,
+    /// The caller's project for a project key; None for a master key.
+    pub scope: Option<ProjectId>,
+    pub old_key: KeyId,
+    pub overlap: chrono::Duration,
+    pub new_id: KeyId,
+    pub new_key: &'a ApiKey,
+    pub now: DateTime<Utc>,
 }
 
 /// The advisory-lock id of an organization: its uuid folded to 64 bits. A collision only
@@ -72,6 +142,7 @@ impl Store {
         &self,
         new: NewKey<'_>,
         max_active: i64,
+        context: &AuditContext,
     ) -> Result<KeyRecord, CreateKeyError> {
         self.within_deadline(async {
             let mut client = self.pool.get().await.map_err(StoreError::from)?;
@@ -95,18 +166,11 @@ impl Store {
                     return Err(CreateKeyError::ProjectNotFound);
                 }
             }
-            let active: i64 = tx
-                .query_one(
-                    "SELECT count(*) FROM api_keys WHERE organization_id = $1 AND revoked_at IS NULL",
-                    &[&org],
-                )
-                .await
-                .map_err(StoreError::from)?
-                .get(0);
-            if active >= max_active {
+            if count_active(&tx, new.organization_id, Utc::now()).await? >= max_active {
                 return Err(CreateKeyError::LimitReached(max_active));
             }
             let record = insert_key(&tx, &new).await?;
+            record_event(&tx, &key_change(Action::KeyCreated, &record), context).await?;
             tx.commit().await.map_err(StoreError::from)?;
             Ok(record)
         })
@@ -124,7 +188,7 @@ impl Store {
             let statement = client
                 .prepare_cached(
                     "SELECT id, organization_id, project_id, prefix, key_type, name,
-                            last_used_at, created_at, revoked_at
+                            last_used_at, created_at, revoked_at, expires_at
                      FROM api_keys
                      WHERE organization_id = $1 AND ($2::uuid IS NULL OR project_id = $2)
                      ORDER BY created_at DESC, id DESC",
@@ -152,67 +216,127 @@ impl Store {
         project: Option<ProjectId>,
         key: KeyId,
         revocation: Uuid,
+        context: &AuditContext,
     ) -> Result<RevokeOutcome, RevokeError> {
         self.within_deadline(async {
             let mut client = self.pool.get().await.map_err(StoreError::from)?;
             let tx = client.transaction().await.map_err(StoreError::from)?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&org_lock_id(org)])
-                .await
-                .map_err(StoreError::from)?;
-            let row = tx
-                .query_opt(
-                    "SELECT key_type, project_id, key_hash, revoked_at IS NOT NULL
-                     FROM api_keys WHERE id = $1 AND organization_id = $2 FOR UPDATE",
-                    &[&key.as_uuid(), &org.as_uuid()],
-                )
-                .await
-                .map_err(StoreError::from)?
+            let target = lock_key_in_scope(&tx, org, project, key)
+                .await?
                 .ok_or(RevokeError::NotFound)?;
-            let key_project: Option<Uuid> = row.get(1);
-            if project.is_some() && key_project != project.map(|p| p.as_uuid()) {
-                return Err(RevokeError::NotFound);
-            }
-            if row.get::<_, &str>(0) == KeyType::Master.as_str() {
+            // A key of an unknown type can't authenticate here, but revoking it is always safe.
+            if target.key_type == Some(KeyType::Master) {
                 return Err(RevokeError::MasterKey);
             }
-            let hash = KeyHash::from_bytes(row.get(2)).expect("key_hash is 32 bytes by constraint");
-            let already_revoked: bool = row.get(3);
-            let mut listeners = Vec::new();
-            if !already_revoked {
-                tx.execute(
-                    "UPDATE api_keys SET revoked_at = now() WHERE id = $1",
-                    &[&key.as_uuid()],
-                )
-                .await
-                .map_err(StoreError::from)?;
-                // Listeners take their name only once LISTEN is active: each of these will
-                // hear the notice sent at commit.
-                listeners = tx
-                    .query(
-                        "SELECT substr(application_name, length($1) + 1) FROM pg_stat_activity
-                         WHERE datname = current_database() AND starts_with(application_name, $1)",
-                        &[&LISTENER_NAME_PREFIX],
-                    )
-                    .await
-                    .map_err(StoreError::from)?
-                    .iter()
-                    .map(|row| row.get(0))
-                    .collect();
-                tx.execute(
-                    "SELECT pg_notify($1, $2)",
-                    &[
-                        &REVOCATION_CHANNEL,
-                        &format!("{}:{revocation}", hash.to_hex()),
-                    ],
-                )
-                .await
-                .map_err(StoreError::from)?;
+            if target.revoked {
+                return Ok(RevokeOutcome {
+                    hash: target.hash,
+                    already_revoked: true,
+                    listeners: Vec::new(),
+                });
             }
+            tx.execute(
+                "UPDATE api_keys SET revoked_at = now() WHERE id = $1",
+                &[&key.as_uuid()],
+            )
+            .await
+            .map_err(StoreError::from)?;
+            let change = Change {
+                organization_id: org,
+                action: Action::KeyRevoked,
+                target_type: TargetType::Key,
+                target_id: key.as_uuid(),
+                project_id: target.project_id,
+            };
+            record_event(&tx, &change, context).await?;
+            let announced = announce_eviction(&tx, target.hash, revocation).await?;
             tx.commit().await.map_err(StoreError::from)?;
             Ok(RevokeOutcome {
-                hash,
-                already_revoked,
-                listeners,
+                hash: announced.hash,
+                already_revoked: false,
+                listeners: announced.listeners,
+            })
+        })
+        .await
+    }
+
+    /// Rolls a live key: a new key of the same project and name, the old key expiring after
+    /// the overlap (never later than it already would), one event, and the old key's new
+    /// expiry announced like a revocation — all in one transaction.
+    pub async fn roll_key(
+        &self,
+        roll: RollRequest<'_>,
+        max_active: i64,
+        revocation: Uuid,
+        context: &AuditContext,
+    ) -> Result<RollOutcome, RollError> {
+        self.within_deadline(async {
+            let mut client = self.pool.get().await.map_err(StoreError::from)?;
+            let tx = client.transaction().await.map_err(StoreError::from)?;
+            let org = roll.organization_id;
+            let old = lock_key_in_scope(&tx, org, roll.scope, roll.old_key)
+                .await?
+                .ok_or(RollError::NotFound)?;
+            // Rolling makes a project key: only a project key can be rolled.
+            if old.key_type != Some(KeyType::Project) {
+                return Err(RollError::MasterKey);
+            }
+            let refusal = if old.revoked {
+                Some(NotRollable::Revoked)
+            } else if old.expires_at.is_some_and(|at| at <= roll.now) {
+                Some(NotRollable::Expired)
+            } else if old.replaced_by.is_some() {
+                Some(NotRollable::AlreadyRolled)
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
+                return Err(RollError::NotRollable(refusal));
+            }
+            let overlap_end = to_millis(roll.now + roll.overlap);
+            let old_expires_at = old.expires_at.map_or(overlap_end, |at| at.min(overlap_end));
+            // The old key's shortened life first, so an overlap of 0 frees its place in the
+            // active-key count before the new key takes one.
+            let name = DisplayName::from_stored(old.name);
+            let new = NewKey {
+                id: roll.new_id,
+                organization_id: org,
+                project_id: old.project_id,
+                name: &name,
+                key: roll.new_key,
+                expires_at: None,
+            };
+            tx.execute(
+                "UPDATE api_keys SET expires_at = $2 WHERE id = $1",
+                &[&roll.old_key.as_uuid(), &old_expires_at],
+            )
+            .await
+            .map_err(StoreError::from)?;
+            if count_active(&tx, org, roll.now).await? >= max_active {
+                return Err(RollError::LimitReached(max_active));
+            }
+            let new_key = insert_key(&tx, &new).await?;
+            tx.execute(
+                "UPDATE api_keys SET replaced_by = $2 WHERE id = $1",
+                &[&roll.old_key.as_uuid(), &new_key.id.as_uuid()],
+            )
+            .await
+            .map_err(StoreError::from)?;
+            let change = Change {
+                organization_id: org,
+                action: Action::KeyRolled,
+                target_type: TargetType::Key,
+                target_id: roll.old_key.as_uuid(),
+                project_id: old.project_id,
+            };
+            record_event(&tx, &change, context).await?;
+            let announced = announce_eviction(&tx, old.hash, revocation).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok(RollOutcome {
+                new_key,
+                old_key: roll.old_key,
+                old_expires_at,
+                announced,
             })
         })
         .await
@@ -224,7 +348,8 @@ impl Store {
             let client = self.pool.get().await?;
             let statement = client
                 .prepare_cached(
-                    "SELECT id, organization_id, project_id, key_type, revoked_at IS NOT NULL
+                    "SELECT id, organization_id, project_id, key_type, revoked_at IS NOT NULL,
+                            expires_at
                      FROM api_keys WHERE key_hash = $1",
                 )
                 .await?;
@@ -247,6 +372,7 @@ impl Store {
                 organization_id: OrgId::from_uuid(row.get(1)),
                 project_id: row.get::<_, Option<Uuid>>(2).map(ProjectId::from_uuid),
                 key_type,
+                expires_at: row.get(5),
             }))
         })
         .await
@@ -280,10 +406,11 @@ pub(super) async fn insert_key(
 ) -> Result<KeyRecord, StoreError> {
     let row = tx
         .query_one(
-            "INSERT INTO api_keys (id, organization_id, project_id, key_type, name, prefix, key_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO api_keys (id, organization_id, project_id, key_type, name, prefix, key_hash,
+                                   expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              RETURNING id, organization_id, project_id, prefix, key_type, name,
-                       last_used_at, created_at, revoked_at",
+                       last_used_at, created_at, revoked_at, expires_at",
             &[
                 &new.id.as_uuid(),
                 &new.organization_id.as_uuid(),
@@ -292,6 +419,7 @@ pub(super) async fn insert_key(
                 &new.name.as_str(),
                 &new.key.prefix().as_str(),
                 &new.key.hash().as_bytes().as_slice(),
+                &new.expires_at,
             ],
         )
         .await?;
@@ -328,5 +456,114 @@ fn key_record(row: &tokio_postgres::Row, key_type: KeyType) -> KeyRecord {
         last_used_at: row.get(6),
         created_at: row.get(7),
         revoked_at: row.get(8),
+        expires_at: row.get(9),
+    }
+}
+
+/// A key row as a revoke or roll sees it, locked until the transaction ends.
+struct LockedKey {
+    /// None for a type this build does not know (say, one a newer version wrote).
+    key_type: Option<KeyType>,
+    project_id: Option<ProjectId>,
+    hash: KeyHash,
+    name: String,
+    revoked: bool,
+    expires_at: Option<DateTime<Utc>>,
+    replaced_by: Option<Uuid>,
+}
+
+/// Takes the organization's advisory lock (key changes of one organization are serialized
+/// across instances) and the key's row lock; None when the key is not in the caller's scope
+/// (another organization's, or — for a project key — another project's).
+async fn lock_key_in_scope(
+    tx: &deadpool_postgres::Transaction<'_>,
+    org: OrgId,
+    scope: Option<ProjectId>,
+    key: KeyId,
+) -> Result<Option<LockedKey>, StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&org_lock_id(org)])
+        .await?;
+    let row = tx
+        .query_opt(
+            "SELECT key_type, project_id, key_hash, name, revoked_at IS NOT NULL, expires_at,
+                    replaced_by
+             FROM api_keys WHERE id = $1 AND organization_id = $2 FOR UPDATE",
+            &[&key.as_uuid(), &org.as_uuid()],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let project_id = row.get::<_, Option<Uuid>>(1).map(ProjectId::from_uuid);
+    if scope.is_some() && project_id != scope {
+        return Ok(None);
+    }
+    let key_type = KeyType::from_name(row.get(0));
+    Ok(Some(LockedKey {
+        key_type,
+        project_id,
+        hash: KeyHash::from_bytes(row.get(2)).expect("key_hash is 32 bytes by constraint"),
+        name: row.get(3),
+        revoked: row.get(4),
+        expires_at: row.get(5),
+        replaced_by: row.get(6),
+    }))
+}
+
+/// Keys that can authenticate at `now`: neither revoked nor expired.
+async fn count_active(
+    tx: &deadpool_postgres::Transaction<'_>,
+    org: OrgId,
+    now: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    Ok(tx
+        .query_one(
+            "SELECT count(*) FROM api_keys
+             WHERE organization_id = $1 AND revoked_at IS NULL
+               AND (expires_at IS NULL OR expires_at > $2)",
+            &[&org.as_uuid(), &now],
+        )
+        .await?
+        .get(0))
+}
+
+/// Tells every listening instance to evict `hash` (a NOTIFY, delivered on commit) and names
+/// the listeners that will hear it, whose acknowledgements the caller then waits for.
+async fn announce_eviction(
+    tx: &deadpool_postgres::Transaction<'_>,
+    hash: KeyHash,
+    revocation: Uuid,
+) -> Result<Announced, StoreError> {
+    // Listeners take their name only once LISTEN is active: each of these will hear the
+    // notice sent at commit.
+    let listeners = tx
+        .query(
+            "SELECT substr(application_name, length($1) + 1) FROM pg_stat_activity
+             WHERE datname = current_database() AND starts_with(application_name, $1)",
+            &[&LISTENER_NAME_PREFIX],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[
+            &REVOCATION_CHANNEL,
+            &format!("{}:{revocation}", hash.to_hex()),
+        ],
+    )
+    .await?;
+    Ok(Announced { hash, listeners })
+}
+
+/// The key-row event for `record`'s key.
+fn key_change(action: Action, record: &KeyRecord) -> Change {
+    Change {
+        organization_id: record.organization_id,
+        action,
+        target_type: TargetType::Key,
+        target_id: record.id.as_uuid(),
+        project_id: record.project_id,
     }
 }

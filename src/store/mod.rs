@@ -1,14 +1,19 @@
 //! Postgres: the pool, migrations, and the queries, grouped by what they touch.
 //!
-//! Create and revoke are single transactions that take the organization's advisory lock, so
+//! Create, revoke and roll are single transactions that take the organization's advisory lock, so
 //! instances sharing one database agree on the order of key changes.
 
+mod audit;
 mod keys;
 mod migrations;
 mod orgs;
 mod pool;
 
-pub use keys::{CreateKeyError, KeyRecord, NewKey, RevokeError, RevokeOutcome};
+pub use audit::{AuditEventRecord, EventPage, EventPosition, EventQuery};
+pub use keys::{
+    Announced, CreateKeyError, KeyRecord, NewKey, NotRollable, RevokeError, RevokeOutcome,
+    RollError, RollOutcome, RollRequest,
+};
 pub use migrations::{migrations_applied, run_migrations};
 pub use orgs::{NewOrganization, OrganizationRecord, ProjectRecord};
 pub use pool::{connect_pool, postgres_config, StoreError};

@@ -1,10 +1,13 @@
 //! Organizations and projects. Organization setup writes the organization, its "Default"
-//! project and its master key in one transaction.
+//! project and its master key in one transaction: one action, so one audit event
+//! (`organization.created`).
 
 use chrono::{DateTime, Utc};
 
+use super::audit::{record_event, Change};
 use super::keys::{insert_key, NewKey};
 use super::{Store, StoreError};
+use crate::audit::{Action, AuditContext, TargetType};
 use crate::domain::{ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId};
 
 pub const DEFAULT_PROJECT_NAME: &str = "Default";
@@ -36,6 +39,7 @@ impl Store {
     pub async fn create_organization(
         &self,
         name: &DisplayName,
+        context: &AuditContext,
     ) -> Result<NewOrganization, StoreError> {
         self.within_deadline(async {
             let organization_id = OrgId::new();
@@ -61,9 +65,18 @@ impl Store {
                     project_id: None,
                     name: &master_name,
                     key: &master_key,
+                    expires_at: None,
                 },
             )
             .await?;
+            let change = Change {
+                organization_id,
+                action: Action::OrganizationCreated,
+                target_type: TargetType::Organization,
+                target_id: organization_id.as_uuid(),
+                project_id: None,
+            };
+            record_event(&tx, &change, context).await?;
             tx.commit().await?;
             Ok(NewOrganization {
                 organization_id,
@@ -99,6 +112,7 @@ impl Store {
         &self,
         org: OrgId,
         name: &DisplayName,
+        context: &AuditContext,
     ) -> Result<Option<ProjectRecord>, StoreError> {
         self.within_deadline(async {
             let mut client = self.pool.get().await?;
@@ -113,6 +127,14 @@ impl Store {
                 return Ok(None);
             }
             let record = insert_project(&tx, org, ProjectId::new(), name).await?;
+            let change = Change {
+                organization_id: org,
+                action: Action::ProjectCreated,
+                target_type: TargetType::Project,
+                target_id: record.id.as_uuid(),
+                project_id: Some(record.id),
+            };
+            record_event(&tx, &change, context).await?;
             tx.commit().await?;
             Ok(Some(record))
         })

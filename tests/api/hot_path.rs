@@ -57,6 +57,7 @@ async fn verify_answers_the_identity_in_body_and_headers() {
     assert_eq!(
         body_fields(&reply.body),
         [
+            "expires_at",
             "key_id",
             "organization_id",
             "project_id",

@@ -22,6 +22,7 @@ const KEY_ITEM_FIELDS: &[&str] = &[
     "lastUsedAt",
     "createdAt",
     "revokedAt",
+    "expiresAt",
 ];
 
 /// Creates a project key named `name` in `project_id`; returns (id, plaintext). Looks the id

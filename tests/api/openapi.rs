@@ -24,6 +24,8 @@ const SERVED: &[(&str, &str)] = &[
     ("POST", "/api/v1/keys"),
     ("GET", "/api/v1/keys"),
     ("DELETE", "/api/v1/keys/{id}"),
+    ("POST", "/api/v1/keys/{id}/roll"),
+    ("GET", "/api/v1/audit-events"),
     ("GET", "/api/v1/auth/verify"),
     ("POST", "/api/v1/projects"),
     ("GET", "/api/v1/projects"),
@@ -329,6 +331,96 @@ async fn real_responses_have_the_described_shapes() {
     conforms(&doc, "GET", "/api/v1/projects", &projects);
 
     let key_id = verified.body["key_id"].as_str().unwrap();
+    let expiring = app
+        .request(
+            Method::POST,
+            "/api/v1/keys",
+            Some(&org.master_key),
+            Some(
+                &json!({"project_id": org.project_id, "type": "project", "name": "CI",
+                         "expires_at": "2030-01-01T00:00:00+02:00"}),
+            ),
+        )
+        .await;
+    assert_eq!(expiring.status, StatusCode::CREATED, "{expiring:?}");
+    conforms(&doc, "POST", "/api/v1/keys", &expiring);
+    let verified_expiring = app.verify(expiring.body["key"].as_str().unwrap()).await;
+    assert_eq!(
+        verified_expiring.body["expires_at"],
+        "2029-12-31T22:00:00.000Z"
+    );
+    conforms(&doc, "GET", "/api/v1/auth/verify", &verified_expiring);
+    let listed = app.list_keys(&org.master_key).await;
+    conforms(&doc, "GET", "/api/v1/keys", &listed);
+    let roll_path = format!("/api/v1/keys/{key_id}/roll");
+    let rolled = app
+        .request(
+            Method::POST,
+            &roll_path,
+            Some(&org.master_key),
+            Some(&json!({"overlap_seconds": 60})),
+        )
+        .await;
+    assert_eq!(rolled.status, StatusCode::CREATED, "{rolled:?}");
+    conforms(&doc, "POST", "/api/v1/keys/{id}/roll", &rolled);
+    let rolled_again = app
+        .request(Method::POST, &roll_path, Some(&org.master_key), None)
+        .await;
+    assert_error(&rolled_again, StatusCode::CONFLICT, "conflict");
+    conforms(&doc, "POST", "/api/v1/keys/{id}/roll", &rolled_again);
+    let roll_master = app
+        .request(
+            Method::POST,
+            &format!(
+                "/api/v1/keys/{}/roll",
+                verified_master.body["key_id"].as_str().unwrap()
+            ),
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    assert_error(&roll_master, StatusCode::FORBIDDEN, "forbidden");
+    conforms(&doc, "POST", "/api/v1/keys/{id}/roll", &roll_master);
+    let bad_overlap = app
+        .request(
+            Method::POST,
+            &roll_path,
+            Some(&org.master_key),
+            Some(&json!({"overlap_seconds": -1})),
+        )
+        .await;
+    assert_error(&bad_overlap, StatusCode::BAD_REQUEST, "validation_error");
+    conforms(&doc, "POST", "/api/v1/keys/{id}/roll", &bad_overlap);
+    let events = app
+        .request(
+            Method::GET,
+            "/api/v1/audit-events?limit=2",
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    assert_eq!(events.status, StatusCode::OK, "{events:?}");
+    assert!(events.body["next_cursor"].is_string(), "{events:?}");
+    conforms(&doc, "GET", "/api/v1/audit-events", &events);
+    let all_events = app
+        .request(
+            Method::GET,
+            "/api/v1/audit-events",
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    conforms(&doc, "GET", "/api/v1/audit-events", &all_events);
+    let bad_filter = app
+        .request(
+            Method::GET,
+            "/api/v1/audit-events?action=nope",
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    assert_error(&bad_filter, StatusCode::BAD_REQUEST, "validation_error");
+    conforms(&doc, "GET", "/api/v1/audit-events", &bad_filter);
     let revoked = app.revoke_key(&org.master_key, key_id).await;
     assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
     conforms(&doc, "DELETE", "/api/v1/keys/{id}", &revoked);
@@ -593,7 +685,8 @@ fn the_shape_checker_finds_problems() {
     let doc = description();
     let schema = json!({"$ref": "#/components/schemas/KeyList"});
     let good = json!({"keys": [{"id": "x", "prefix": "pk_abcd", "type": "project", "name": "n",
-        "lastUsedAt": null, "createdAt": "t", "revokedAt": null}], "request_id": "req_x"});
+        "lastUsedAt": null, "createdAt": "t", "revokedAt": null, "expiresAt": null}],
+        "request_id": "req_x"});
     let mut problems = Vec::new();
     shape_problems(&doc, &schema, &good, "$", &mut problems);
     assert_eq!(problems, Vec::<String>::new());
