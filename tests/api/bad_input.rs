@@ -11,7 +11,7 @@ use crate::helpers::{assert_error, assert_validation_error, spawn_app, Reply, Te
 struct Fixture {
     app: TestApp,
     org: TestOrg,
-    rows: [i64; 4],
+    rows: [i64; 5],
     listed: usize,
 }
 

@@ -223,6 +223,45 @@ async fn project_create_prints_id_name_and_organization() {
 }
 
 #[actix_web::test]
+async fn cli_changes_are_audited_with_the_cli_as_actor() {
+    let db = TestDatabase::create().await;
+    let org = org_create(&db, "Acme").await;
+    let organization_id = org["organization_id"].as_str().unwrap();
+    let project = one_json_line(&run(gateway(&db).args([
+        "project",
+        "create",
+        "--org",
+        organization_id,
+        "--name",
+        "From the shell",
+    ])));
+    let app = spawn_app_with(Arc::clone(&db), |_| {}).await;
+    let master_key = org["master_key"].as_str().unwrap();
+    let events = app
+        .request(Method::GET, "/api/v1/audit-events", Some(master_key), None)
+        .await;
+    assert_eq!(events.status, StatusCode::OK, "{events:?}");
+    let events = events.body["events"].as_array().unwrap();
+    let summary: Vec<(&str, &Value)> = events
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), &e["target"]["id"]))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("project.created", &project["id"]),
+            ("organization.created", &org["organization_id"]),
+        ]
+    );
+    for event in events {
+        assert_eq!(event["actor"], serde_json::json!({"type": "cli"}));
+        assert_eq!(event["ip"], Value::Null);
+        assert_eq!(event["userAgent"], Value::Null);
+        assert_eq!(event["requestId"], Value::Null);
+    }
+}
+
+#[actix_web::test]
 async fn project_create_with_a_bad_org_fails() {
     let db = TestDatabase::create().await;
     org_create(&db, "Acme").await;

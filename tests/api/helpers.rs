@@ -545,9 +545,9 @@ impl TestApp {
             .unwrap_or_else(|| panic!("key {id} is not in the list"))
     }
 
-    /// Rows in organizations, projects and api_keys, and revoked keys: what a refused
-    /// request must leave unchanged.
-    pub async fn row_counts(&self) -> [i64; 4] {
+    /// Rows in organizations, projects and api_keys, revoked keys, and audit events: what a
+    /// refused request must leave unchanged.
+    pub async fn row_counts(&self) -> [i64; 5] {
         let row = self
             .db
             .client()
@@ -555,12 +555,13 @@ impl TestApp {
             .query_one(
                 "SELECT (SELECT count(*) FROM organizations), (SELECT count(*) FROM projects),
                         (SELECT count(*) FROM api_keys),
-                        (SELECT count(*) FROM api_keys WHERE revoked_at IS NOT NULL)",
+                        (SELECT count(*) FROM api_keys WHERE revoked_at IS NOT NULL),
+                        (SELECT count(*) FROM audit_events)",
                 &[],
             )
             .await
             .expect("count rows");
-        [row.get(0), row.get(1), row.get(2), row.get(3)]
+        [row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)]
     }
 }
 

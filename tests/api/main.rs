@@ -1,6 +1,7 @@
 //! Black-box integration tests: each starts the real server on a random port, on its own
 //! fresh database (dropped afterwards), and speaks HTTP to it.
 
+mod audit;
 mod auth_throttle;
 mod bad_input;
 mod cli;
@@ -13,6 +14,7 @@ mod helpers;
 mod hot_path;
 mod http_client;
 mod keys;
+mod lifecycle;
 mod multi_instance;
 mod nginx;
 mod observability;

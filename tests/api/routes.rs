@@ -195,7 +195,7 @@ async fn without_an_admin_token_the_admin_route_does_not_exist() {
         .request(Method::GET, "/admin/v1/organizations", None, None)
         .await;
     assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
-    assert_eq!(app.row_counts().await, [0, 0, 0, 0]);
+    assert_eq!(app.row_counts().await, [0, 0, 0, 0, 0]);
 }
 
 // ---- Health ----
