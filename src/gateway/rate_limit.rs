@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 
+use super::shared_limit::{RedisUnavailable, SharedBuckets};
 use crate::auth::Identity;
-use crate::configuration::RateLimitSettings;
+use crate::configuration::{OnRedisError, RateLimitSettings, RateLimitStore};
 use crate::domain::{KeyId, ProjectId};
+use crate::metrics::{Metrics, RateLimitFallback};
 
 const IDLE_EVICTION: Duration = Duration::from_secs(600);
 const MAX_BUCKETS: u64 = 1_000_000;
@@ -133,17 +135,28 @@ impl<K: Hash + Eq + Send + Sync + Clone + 'static> Default for Buckets<K> {
     }
 }
 
-/// Per-key limits for forwarded traffic, with per-project overrides.
+/// Per-key limits for forwarded traffic, with per-project overrides: this instance's buckets,
+/// or the fleet's in Redis with this instance's as the fallback (`rate_limit.store`).
 pub struct KeyRateLimits {
     buckets: Buckets<KeyId>,
+    shared: Option<Arc<SharedBuckets>>,
+    on_redis_error: OnRedisError,
+    metrics: Arc<Metrics>,
     default: Limit,
     overrides: HashMap<ProjectId, Limit>,
 }
 
 impl KeyRateLimits {
-    pub fn new(settings: &RateLimitSettings) -> KeyRateLimits {
-        KeyRateLimits {
+    pub fn new(settings: &RateLimitSettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let shared = match settings.store {
+            RateLimitStore::Local => None,
+            RateLimitStore::Redis => Some(Arc::new(SharedBuckets::new(settings, metrics.clone())?)),
+        };
+        Ok(KeyRateLimits {
             buckets: Buckets::new(),
+            shared,
+            on_redis_error: settings.on_redis_error,
+            metrics,
             default: Limit {
                 per_second: settings.requests_per_second,
                 burst: settings.burst.get(),
@@ -159,16 +172,38 @@ impl KeyRateLimits {
                     (o.project_id, limit)
                 })
                 .collect(),
-        }
+        })
     }
 
-    pub fn take(&self, identity: &Identity) -> RateDecision {
+    /// The shared store, when there is one (its probe runs in the background).
+    pub fn shared(&self) -> Option<Arc<SharedBuckets>> {
+        self.shared.clone()
+    }
+
+    /// Takes a token for this key. `Err` only with `on_redis_error = "deny"` while Redis
+    /// can't answer; never waits longer than `redis_timeout_ms`.
+    pub async fn take(&self, identity: &Identity) -> Result<RateDecision, RedisUnavailable> {
         let limit = identity
             .project_id
             .and_then(|project| self.overrides.get(&project))
             .copied()
             .unwrap_or(self.default);
-        self.buckets.take(&identity.key_id, limit)
+        let Some(shared) = &self.shared else {
+            return Ok(self.buckets.take(&identity.key_id, limit));
+        };
+        match shared.take(identity.key_id, limit).await {
+            Ok(decision) => Ok(decision),
+            Err(unavailable) => match self.on_redis_error {
+                OnRedisError::Local => {
+                    self.metrics.rate_limit_fallback(RateLimitFallback::Local);
+                    Ok(self.buckets.take(&identity.key_id, limit))
+                }
+                OnRedisError::Deny => {
+                    self.metrics.rate_limit_fallback(RateLimitFallback::Deny);
+                    Err(unavailable)
+                }
+            },
+        }
     }
 }
 
