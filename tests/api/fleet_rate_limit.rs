@@ -215,6 +215,10 @@ async fn four_instances_admit_one_keys_rate_once_for_the_whole_fleet() {
     let seen = flood(&apps, &key, 32, Duration::from_secs(6)).await;
     let expected = 50.0 + 50.0 * seen.elapsed.as_secs_f64();
     let ratio = seen.admitted as f64 / expected;
+    eprintln!(
+        "fleet accuracy: admitted {} for {expected:.1} expected, ratio {ratio:.3}",
+        seen.admitted
+    );
     assert!(seen.other.is_empty() && seen.unavailable == 0, "{seen:?}");
     assert!(
         (0.95..=1.05).contains(&ratio),
@@ -522,4 +526,89 @@ async fn an_instance_started_while_redis_is_down_serves_and_joins_when_it_answer
         shared(admitted_for_a_fresh_key(&apps).await),
         "shared once up"
     );
+}
+
+#[actix_web::test]
+async fn the_binary_logs_an_outage_once_and_never_the_redis_password() {
+    let upstream = start_upstream();
+    let db = TestDatabase::create().await;
+    // Nothing listens there: every call fails at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("logstitch-fleet-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("redis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[rate_limit]\nstore = \"redis\"\nredis_url = \"redis://:hunter2-secret@127.0.0.1:{closed}\"\n\n\
+             [[gateway.routes]]\nprefix = \"/api/v1/events\"\nupstream = \"{}\"\n",
+            upstream.url
+        ),
+    )
+    .unwrap();
+    let admin_token = "fleet-admin-token";
+    let mut served = crate::helpers::serve_binary(|command| {
+        command
+            .env("DATABASE_URL", &db.url)
+            .env("LOGSTITCH_ADMIN_TOKEN", admin_token)
+            .env("RUST_LOG", "debug")
+            .arg("--config")
+            .arg(&config);
+    })
+    .await;
+    let client = crate::http_client::Client::new();
+    let base = served.base.clone();
+    let org: serde_json::Value = client
+        .post(format!("{base}/admin/v1/organizations"))
+        .insert_header(("Authorization", format!("Bearer {admin_token}")))
+        .send_json(&serde_json::json!({"name": "Secrets"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key: serde_json::Value = client
+        .post(format!("{base}/api/v1/keys"))
+        .insert_header((
+            "Authorization",
+            format!("Bearer {}", org["master_key"].as_str().unwrap()),
+        ))
+        .send_json(
+            &serde_json::json!({"project_id": org["project_id"], "type": "project", "name": "k"}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        let response = client
+            .get(format!("{base}/api/v1/events"))
+            .insert_header((
+                "Authorization",
+                format!("Bearer {}", key["key"].as_str().unwrap()),
+            ))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert!(status.is_success(), "local fallback: {status}");
+    }
+    served.sigterm();
+    served.exit_status(Duration::from_secs(20)).await;
+    let lines = served.all_lines();
+    assert!(
+        lines.iter().all(|line| !line.contains("hunter2")),
+        "the Redis password was printed: {lines:#?}"
+    );
+    let outages = lines
+        .iter()
+        .filter(|line| line.contains("Redis does not answer"))
+        .count();
+    assert_eq!(outages, 1, "logged once per outage: {lines:#?}");
+    let _ = std::fs::remove_dir_all(dir);
 }
