@@ -262,6 +262,7 @@ impl SharedBuckets {
             this.metrics.redis_round_trip(RedisRoundTrip::Prefetch);
             match tokio::time::timeout(this.timeout, this.lease(key, limit, want)).await {
                 Ok(Ok((granted, remaining, wait))) => {
+                    this.consecutive_failures.store(0, Ordering::Relaxed);
                     let mut state = lock(&lease.state);
                     let now = Instant::now();
                     state.fetched_at = Some(now);
