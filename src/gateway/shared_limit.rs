@@ -53,7 +53,7 @@ return {granted, string.format('%.6f', tokens), wait_ms}
 /// A lease is doubled only when the previous one was emptied within this time.
 const FAST_SPENDING: Duration = Duration::from_millis(50);
 /// The largest lease, whatever the limit.
-const MAX_LEASE: u32 = 8;
+const MAX_LEASE: u32 = 32;
 /// How often an outage is re-checked.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// Consecutive failed calls that mark Redis down (one slow answer on a loaded box falls back
@@ -385,7 +385,7 @@ mod tests {
     };
 
     #[test]
-    fn leases_are_at_most_a_sixteenth_of_the_burst_and_never_above_eight() {
+    fn leases_are_at_most_a_sixteenth_of_the_burst_and_never_above_32() {
         let cap = |burst| {
             lease_cap(Limit {
                 per_second: 1.0,
@@ -394,7 +394,7 @@ mod tests {
         };
         assert_eq!(cap(3), 1);
         assert_eq!(cap(50), 3);
-        assert_eq!(cap(1_000_000), 8);
+        assert_eq!(cap(1_000_000), 32);
     }
 
     #[test]
