@@ -101,6 +101,20 @@ impl<K: Hash + Eq + Send + Sync + Clone + 'static> Buckets<K> {
         self.with_bucket(key, limit, false)
     }
 
+    /// Sets the key's bucket to `tokens` as of now: the fallback buckets follow the fleet's
+    /// count, so a fallback starts from where the fleet was, not from a full burst.
+    pub fn mirror(&self, key: &K, limit: Limit, tokens: u32) {
+        let bucket = self.buckets.get_with_by_ref(key, || {
+            Arc::new(Mutex::new(Bucket {
+                tokens: 0.0,
+                updated: Instant::now(),
+            }))
+        });
+        let mut bucket = bucket.lock().unwrap_or_else(|e| e.into_inner());
+        bucket.tokens = f64::from(tokens.min(limit.burst));
+        bucket.updated = Instant::now();
+    }
+
     fn with_bucket(&self, key: &K, limit: Limit, take: bool) -> RateDecision {
         let bucket = self.buckets.get_with_by_ref(key, || {
             Arc::new(Mutex::new(Bucket {
@@ -192,7 +206,11 @@ impl KeyRateLimits {
             return Ok(self.buckets.take(&identity.key_id, limit));
         };
         match shared.take(identity.key_id, limit).await {
-            Ok(decision) => Ok(decision),
+            Ok(decision) => {
+                self.buckets
+                    .mirror(&identity.key_id, limit, decision.remaining);
+                Ok(decision)
+            }
             Err(unavailable) => match self.on_redis_error {
                 OnRedisError::Local => {
                     self.metrics.rate_limit_fallback(RateLimitFallback::Local);
@@ -307,6 +325,23 @@ mod tests {
         }
         assert!(!throttle.check("192.0.2.1".parse().unwrap()).allowed);
         assert!(throttle.check("192.0.2.2".parse().unwrap()).allowed);
+    }
+
+    #[test]
+    fn a_mirrored_bucket_starts_from_the_count_given() {
+        let buckets = Buckets::new();
+        buckets.mirror(&"k", LIMIT, 1);
+        assert!(buckets.take(&"k", LIMIT).allowed);
+        assert!(
+            !buckets.take(&"k", LIMIT).allowed,
+            "one token, not the burst"
+        );
+        buckets.mirror(&"k", LIMIT, 99);
+        assert_eq!(
+            buckets.peek(&"k", LIMIT).remaining,
+            3,
+            "capped at the burst"
+        );
     }
 
     #[test]

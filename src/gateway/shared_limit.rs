@@ -205,24 +205,23 @@ impl SharedBuckets {
             }
             return Ok(decision);
         }
-        match tokio::time::timeout(self.timeout, self.fetch_and_take(&lease, key, limit)).await {
-            Ok(Ok(decision)) => {
-                self.consecutive_failures.store(0, Ordering::Relaxed);
-                Ok(decision)
-            }
-            Ok(Err(error)) => Err(self.failed(&error)),
-            Err(_) => Err(self.failed(&"no answer within rate_limit.redis_timeout_ms")),
-        }
+        self.fetch_and_take(&lease, key, limit).await
     }
 
-    /// The synchronous path: the lease is empty.
+    /// The synchronous path: the lease is empty. The whole of it, queueing behind this key's
+    /// round trip in flight included, stays within `redis_timeout_ms`; only Redis's own
+    /// slowness counts toward an outage, not time spent queueing on a busy key.
     async fn fetch_and_take(
         &self,
         lease: &KeyLease,
         key: KeyId,
         limit: Limit,
-    ) -> redis::RedisResult<RateDecision> {
-        let _one_at_a_time = lease.fetching.lock().await;
+    ) -> Result<RateDecision, RedisUnavailable> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let Ok(_one_at_a_time) = tokio::time::timeout_at(deadline, lease.fetching.lock()).await
+        else {
+            return Err(RedisUnavailable);
+        };
         // Whoever held the lock before may have brought tokens (or a refusal) for us too.
         let want = {
             let mut state = lock(&lease.state);
@@ -233,8 +232,19 @@ impl SharedBuckets {
             state.grow_or_shrink(limit, now);
             state.next_size
         };
+        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
         self.metrics.redis_round_trip(RedisRoundTrip::Sync);
-        let (granted, remaining, wait) = self.lease(key, limit, want).await?;
+        let (granted, remaining, wait) =
+            match tokio::time::timeout_at(deadline, self.lease(key, limit, want)).await {
+                Ok(Ok(answer)) => {
+                    self.consecutive_failures.store(0, Ordering::Relaxed);
+                    answer
+                }
+                Ok(Err(error)) => return Err(self.failed(&error)),
+                // Redis had less than half its time: the queue, not Redis, was slow.
+                Err(_) if budget < self.timeout / 2 => return Err(RedisUnavailable),
+                Err(_) => return Err(self.failed(&"no answer within rate_limit.redis_timeout_ms")),
+            };
         let mut state = lock(&lease.state);
         let now = Instant::now();
         state.granted(granted, remaining, wait, now);
