@@ -7,9 +7,11 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-# Tests on a database from scripts/ensure-db.sh. Two steps, so a failing
-# ensure-db.sh stops here instead of running the tests with an empty DATABASE_URL.
-CARGO_TEST = url="$$(scripts/ensure-db.sh)" && DATABASE_URL="$$url" cargo test
+# Tests on a database from scripts/ensure-db.sh and a Redis from scripts/ensure-redis.sh.
+# Separate steps, so a failing script stops here instead of running the tests with an empty
+# DATABASE_URL or REDIS_URL.
+CARGO_TEST = url="$$(scripts/ensure-db.sh)" && redis="$$(scripts/ensure-redis.sh)" && \
+	DATABASE_URL="$$url" REDIS_URL="$$redis" cargo test
 
 .PHONY: help run test fmt lint ci db db-stop bench nginx-check dashboards load fuzz
 
@@ -22,9 +24,9 @@ help:
 run:
 	scripts/run.sh
 
-## test: every test (unit, integration with nginx and promtool, xtask's) against a database from scripts/ensure-db.sh
+## test: every test (unit, integration with nginx and promtool, xtask's) against a database from scripts/ensure-db.sh and a Redis from scripts/ensure-redis.sh
 test:
-	cargo xtask install nginx promtool
+	cargo xtask install nginx promtool redis-server
 	$(CARGO_TEST) --workspace --all-targets
 
 ## fmt: check formatting (cargo fmt --all --check)

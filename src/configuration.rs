@@ -42,6 +42,33 @@ pub struct RateLimitSettings {
     pub overrides: Vec<RateLimitOverride>,
     pub failed_auth_per_second: f64,
     pub failed_auth_burst: NonZeroU32,
+    /// Where per-key buckets live: this instance's memory, or Redis for the whole fleet.
+    pub store: RateLimitStore,
+    /// May hold a password: secret, so it never prints.
+    pub redis_url: SecretString,
+    /// The longest a request waits for Redis before `on_redis_error` decides.
+    #[serde(rename = "redis_timeout_ms", deserialize_with = "millis")]
+    pub redis_timeout: Duration,
+    pub on_redis_error: OnRedisError,
+    /// Prepended to every Redis key, so fleets (and tests) sharing one Redis stay apart.
+    pub redis_key_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitStore {
+    Local,
+    Redis,
+}
+
+/// What a gateway request gets while Redis can't answer.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRedisError {
+    /// Per-instance buckets, as with `store = "local"`.
+    Local,
+    /// 503 `service_unavailable`.
+    Deny,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -317,6 +344,7 @@ impl Settings {
             ("last_used.flush_interval_ms", self.last_used.flush_interval),
             ("listener.heartbeat_ms", self.listener.heartbeat),
             ("listener.reconnect_min_ms", self.listener.reconnect_min),
+            ("rate_limit.redis_timeout_ms", self.rate_limit.redis_timeout),
         ];
         let routes = self.gateway.routes.iter();
         let route_timeouts = routes.map(|route| ("gateway.routes.timeout_ms", route.timeout));
@@ -332,6 +360,13 @@ impl Settings {
             );
         }
         let limits = &self.rate_limit;
+        // Checked whatever the store, so switching to Redis later can't meet a bad URL.
+        if redis::Client::open(limits.redis_url.expose_secret()).is_err() {
+            return invalid(
+                "rate_limit.redis_url",
+                "is not a valid Redis URL (redis://[:password@]host[:port][/db])",
+            );
+        }
         let rates = [
             ("rate_limit.requests_per_second", limits.requests_per_second),
             (
@@ -542,6 +577,46 @@ mod tests {
             with_file("[database]\npool_timeout_ms = 1500\n[auth]\ncache_ttl_secs = 7").unwrap();
         assert_eq!(typed.database.pool_timeout, Duration::from_millis(1500));
         assert_eq!(typed.auth.cache_ttl, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn redis_settings_default_to_local_and_name_bad_values() {
+        let settings = defaults();
+        let limits = &settings.rate_limit;
+        assert_eq!(limits.store, RateLimitStore::Local);
+        assert_eq!(limits.on_redis_error, OnRedisError::Local);
+        assert_eq!(limits.redis_timeout, Duration::from_millis(50));
+        assert_eq!(limits.redis_url.expose_secret(), "redis://127.0.0.1:6379");
+        let chosen =
+            with_file("[rate_limit]\nstore = \"redis\"\non_redis_error = \"deny\"").unwrap();
+        assert_eq!(chosen.rate_limit.store, RateLimitStore::Redis);
+        assert_eq!(chosen.rate_limit.on_redis_error, OnRedisError::Deny);
+        for (toml, named) in [
+            ("[rate_limit]\nstore = \"memcached\"", "rate_limit.store"),
+            (
+                "[rate_limit]\non_redis_error = \"allow\"",
+                "rate_limit.on_redis_error",
+            ),
+            (
+                "[rate_limit]\nredis_timeout_ms = 0",
+                "rate_limit.redis_timeout_ms",
+            ),
+            (
+                "[rate_limit]\nredis_url = \"http://u:hunter2@h\"",
+                "rate_limit.redis_url",
+            ),
+        ] {
+            let error = with_file(toml).unwrap_err();
+            assert!(error.contains(named), "{toml}: {error}");
+            assert!(!error.contains("hunter2"), "the URL is secret: {error}");
+        }
+    }
+
+    #[test]
+    fn the_redis_url_never_prints() {
+        let settings =
+            with_file("[rate_limit]\nredis_url = \"redis://:hunter2@127.0.0.1:6379\"").unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2"));
     }
 
     #[test]

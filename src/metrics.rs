@@ -83,6 +83,22 @@ label_values! {
     }
 }
 
+label_values! {
+    /// `logstitch_rate_limit_fallback_decisions_total{mode}`.
+    RateLimitFallback {
+        Local => "local",
+        Deny => "deny",
+    }
+}
+
+label_values! {
+    /// `logstitch_rate_limit_redis_round_trips_total{kind}`.
+    RedisRoundTrip {
+        Sync => "sync",
+        Prefetch => "prefetch",
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
@@ -107,6 +123,10 @@ pub struct Metrics {
     pub listener_reconnects: IntCounter,
     rate_limited: IntCounterVec,
     gateway_upstream_errors: IntCounterVec,
+    pub rate_limit_redis_up: IntGauge,
+    pub rate_limit_redis_errors: IntCounter,
+    rate_limit_fallback_decisions: IntCounterVec,
+    rate_limit_redis_round_trips: IntCounterVec,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
@@ -246,6 +266,24 @@ impl Metrics {
                 "Forwarded requests that failed upstream, by route prefix and kind (unavailable, timeout)",
                 &["route", "kind"],
             ),
+            rate_limit_redis_up: gauge(
+                "logstitch_rate_limit_redis_up",
+                "1 while key rate limits are counted in Redis for the fleet (0: store local, or Redis not answering)",
+            ),
+            rate_limit_redis_errors: counter(
+                "logstitch_rate_limit_redis_errors_total",
+                "Redis calls for key rate limits that failed or passed rate_limit.redis_timeout_ms (probes during an outage included)",
+            ),
+            rate_limit_fallback_decisions: counter_vec(
+                "logstitch_rate_limit_fallback_decisions_total",
+                "Key rate-limit decisions taken without Redis, by rate_limit.on_redis_error mode: local (per-instance bucket), deny (503)",
+                &["mode"],
+            ),
+            rate_limit_redis_round_trips: counter_vec(
+                "logstitch_rate_limit_redis_round_trips_total",
+                "Token leases asked of Redis: sync (a request waited for it), prefetch (in the background)",
+                &["kind"],
+            ),
             registry,
         };
         // Known label values start at 0, so dashboards show 0 rather than "no data".
@@ -259,6 +297,16 @@ impl Metrics {
         }
         for kind in RateLimitedBy::ALL {
             metrics.rate_limited.with_label_values(&[kind.as_str()]);
+        }
+        for mode in RateLimitFallback::ALL {
+            metrics
+                .rate_limit_fallback_decisions
+                .with_label_values(&[mode.as_str()]);
+        }
+        for kind in RedisRoundTrip::ALL {
+            metrics
+                .rate_limit_redis_round_trips
+                .with_label_values(&[kind.as_str()]);
         }
         metrics
     }
@@ -287,6 +335,18 @@ impl Metrics {
 
     pub fn rate_limited(&self, by: RateLimitedBy) {
         self.rate_limited.with_label_values(&[by.as_str()]).inc();
+    }
+
+    pub fn rate_limit_fallback(&self, mode: RateLimitFallback) {
+        self.rate_limit_fallback_decisions
+            .with_label_values(&[mode.as_str()])
+            .inc();
+    }
+
+    pub fn redis_round_trip(&self, kind: RedisRoundTrip) {
+        self.rate_limit_redis_round_trips
+            .with_label_values(&[kind.as_str()])
+            .inc();
     }
 
     pub fn upstream_error(&self, route: &str, kind: UpstreamErrorKind) {
@@ -424,6 +484,16 @@ mod tests {
             "logstitch_rate_limited_total",
             "kind",
             RateLimitedBy::ALL.iter().map(|v| v.as_str()).collect(),
+        ));
+        expected.extend(series(
+            "logstitch_rate_limit_fallback_decisions_total",
+            "mode",
+            RateLimitFallback::ALL.iter().map(|v| v.as_str()).collect(),
+        ));
+        expected.extend(series(
+            "logstitch_rate_limit_redis_round_trips_total",
+            "kind",
+            RedisRoundTrip::ALL.iter().map(|v| v.as_str()).collect(),
         ));
         expected.extend(UpstreamErrorKind::ALL.iter().map(|kind| {
             format!(

@@ -88,6 +88,9 @@ impl Background {
         self.tasks.push(tokio::spawn(async move {
             recorder.run(store, metrics, interval).await
         }));
+        if let Some(shared) = state.key_rate_limits.shared() {
+            self.tasks.push(tokio::spawn(shared.probe()));
+        }
     }
 }
 
@@ -258,7 +261,7 @@ fn app_state(
         &settings,
     );
     Ok(AppState {
-        key_rate_limits: KeyRateLimits::new(&settings.rate_limit),
+        key_rate_limits: KeyRateLimits::new(&settings.rate_limit, metrics.clone())?,
         failed_auth: FailedAuthThrottle::new(&settings.rate_limit),
         settings,
         store,

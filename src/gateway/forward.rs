@@ -74,7 +74,7 @@ async fn forward(
     state: web::Data<AppState>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let ctx = request_filter(&req, &target, &state, request_id)?;
+    let ctx = request_filter(&req, &target, &state, request_id).await?;
     let mut upstream = upstream_request(&req, &target, &state.settings, &ctx);
     upstream.body = request_body(req.headers(), payload);
     let response = upstreams
@@ -110,14 +110,21 @@ async fn forward(
 }
 
 /// Answers early: the key's type must be admitted by the route, and the key within its rate.
-fn request_filter(
+/// With `on_redis_error = "deny"`, 503 while Redis can't count.
+async fn request_filter(
     req: &HttpRequest,
     target: &Target,
     state: &AppState,
     request_id: RequestId,
 ) -> Result<ForwardCtx, ApiError> {
     let identity = authorize(req, |key_type| target.key_types.contains(&key_type))?;
-    let rate = state.key_rate_limits.take(&identity);
+    let rate = state.key_rate_limits.take(&identity).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "Rate limits cannot be checked right now; retry shortly",
+        )
+        .with_headers([(header::RETRY_AFTER, HeaderValue::from_static("1"))])
+    })?;
     if !rate.allowed {
         state.metrics.rate_limited(RateLimitedBy::Key);
         return Err(ApiError::new(

@@ -6,9 +6,11 @@ mod forward;
 mod headers;
 mod path;
 mod rate_limit;
+mod shared_limit;
 mod upstream;
 
 pub use forward::configure;
 pub use path::{normalize, normalize_path, PathError};
 pub use rate_limit::{Buckets, FailedAuthThrottle, KeyRateLimits, Limit, RateDecision};
+pub use shared_limit::{lease_cap, RedisUnavailable, SharedBuckets};
 pub use upstream::Upstreams;

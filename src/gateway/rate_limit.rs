@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 
+use super::shared_limit::{RedisUnavailable, SharedBuckets};
 use crate::auth::Identity;
-use crate::configuration::RateLimitSettings;
+use crate::configuration::{OnRedisError, RateLimitSettings, RateLimitStore};
 use crate::domain::{KeyId, ProjectId};
+use crate::metrics::{Metrics, RateLimitFallback};
 
 const IDLE_EVICTION: Duration = Duration::from_secs(600);
 const MAX_BUCKETS: u64 = 1_000_000;
@@ -99,6 +101,20 @@ impl<K: Hash + Eq + Send + Sync + Clone + 'static> Buckets<K> {
         self.with_bucket(key, limit, false)
     }
 
+    /// Sets the key's bucket to `tokens` as of now: the fallback buckets follow the fleet's
+    /// count, so a fallback starts from where the fleet was, not from a full burst.
+    pub fn mirror(&self, key: &K, limit: Limit, tokens: u32) {
+        let bucket = self.buckets.get_with_by_ref(key, || {
+            Arc::new(Mutex::new(Bucket {
+                tokens: 0.0,
+                updated: Instant::now(),
+            }))
+        });
+        let mut bucket = bucket.lock().unwrap_or_else(|e| e.into_inner());
+        bucket.tokens = f64::from(tokens.min(limit.burst));
+        bucket.updated = Instant::now();
+    }
+
     fn with_bucket(&self, key: &K, limit: Limit, take: bool) -> RateDecision {
         let bucket = self.buckets.get_with_by_ref(key, || {
             Arc::new(Mutex::new(Bucket {
@@ -133,17 +149,28 @@ impl<K: Hash + Eq + Send + Sync + Clone + 'static> Default for Buckets<K> {
     }
 }
 
-/// Per-key limits for forwarded traffic, with per-project overrides.
+/// Per-key limits for forwarded traffic, with per-project overrides: this instance's buckets,
+/// or the fleet's in Redis with this instance's as the fallback (`rate_limit.store`).
 pub struct KeyRateLimits {
     buckets: Buckets<KeyId>,
+    shared: Option<Arc<SharedBuckets>>,
+    on_redis_error: OnRedisError,
+    metrics: Arc<Metrics>,
     default: Limit,
     overrides: HashMap<ProjectId, Limit>,
 }
 
 impl KeyRateLimits {
-    pub fn new(settings: &RateLimitSettings) -> KeyRateLimits {
-        KeyRateLimits {
+    pub fn new(settings: &RateLimitSettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let shared = match settings.store {
+            RateLimitStore::Local => None,
+            RateLimitStore::Redis => Some(Arc::new(SharedBuckets::new(settings, metrics.clone())?)),
+        };
+        Ok(KeyRateLimits {
             buckets: Buckets::new(),
+            shared,
+            on_redis_error: settings.on_redis_error,
+            metrics,
             default: Limit {
                 per_second: settings.requests_per_second,
                 burst: settings.burst.get(),
@@ -159,16 +186,42 @@ impl KeyRateLimits {
                     (o.project_id, limit)
                 })
                 .collect(),
-        }
+        })
     }
 
-    pub fn take(&self, identity: &Identity) -> RateDecision {
+    /// The shared store, when there is one (its probe runs in the background).
+    pub fn shared(&self) -> Option<Arc<SharedBuckets>> {
+        self.shared.clone()
+    }
+
+    /// Takes a token for this key. `Err` only with `on_redis_error = "deny"` while Redis
+    /// can't answer; never waits longer than `redis_timeout_ms`.
+    pub async fn take(&self, identity: &Identity) -> Result<RateDecision, RedisUnavailable> {
         let limit = identity
             .project_id
             .and_then(|project| self.overrides.get(&project))
             .copied()
             .unwrap_or(self.default);
-        self.buckets.take(&identity.key_id, limit)
+        let Some(shared) = &self.shared else {
+            return Ok(self.buckets.take(&identity.key_id, limit));
+        };
+        match shared.take(identity.key_id, limit).await {
+            Ok(decision) => {
+                self.buckets
+                    .mirror(&identity.key_id, limit, decision.remaining);
+                Ok(decision)
+            }
+            Err(unavailable) => match self.on_redis_error {
+                OnRedisError::Local => {
+                    self.metrics.rate_limit_fallback(RateLimitFallback::Local);
+                    Ok(self.buckets.take(&identity.key_id, limit))
+                }
+                OnRedisError::Deny => {
+                    self.metrics.rate_limit_fallback(RateLimitFallback::Deny);
+                    Err(unavailable)
+                }
+            },
+        }
     }
 }
 
@@ -272,6 +325,23 @@ mod tests {
         }
         assert!(!throttle.check("192.0.2.1".parse().unwrap()).allowed);
         assert!(throttle.check("192.0.2.2".parse().unwrap()).allowed);
+    }
+
+    #[test]
+    fn a_mirrored_bucket_starts_from_the_count_given() {
+        let buckets = Buckets::new();
+        buckets.mirror(&"k", LIMIT, 1);
+        assert!(buckets.take(&"k", LIMIT).allowed);
+        assert!(
+            !buckets.take(&"k", LIMIT).allowed,
+            "one token, not the burst"
+        );
+        buckets.mirror(&"k", LIMIT, 99);
+        assert_eq!(
+            buckets.peek(&"k", LIMIT).remaining,
+            3,
+            "capped at the burst"
+        );
     }
 
     #[test]

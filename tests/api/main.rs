@@ -8,6 +8,7 @@ mod cli;
 mod dashboards;
 mod drills;
 mod external;
+mod fleet_rate_limit;
 mod gateway;
 mod gateway_edge;
 mod helpers;

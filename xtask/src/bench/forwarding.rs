@@ -22,7 +22,7 @@ use crate::process::{self, Running};
 /// nginx on a socket bound here on port 0. nginx cannot bind port 0 itself, but it adopts
 /// listening sockets named in its `NGINX` environment variable (what its binary upgrade
 /// uses), so the kernel picks the port and nothing guesses a free one.
-fn static_upstream(nginx: &Path, work: &Path) -> Result<(Running, String)> {
+pub(super) fn static_upstream(nginx: &Path, work: &Path) -> Result<(Running, String)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let fd = listener.as_raw_fd();

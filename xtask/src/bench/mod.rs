@@ -21,6 +21,7 @@
 
 mod forwarding;
 mod parse;
+mod rate_limit_store;
 mod service;
 mod summary;
 
@@ -185,6 +186,17 @@ pub fn run() -> Result<()> {
         nginx: tools::require("nginx")?,
     };
     let binary = build_gateway("release")?;
+    // `BENCH_ONLY=rate-limit-store`: just the shared-store comparison (its own raw folder).
+    if env_or("BENCH_ONLY", "") == "rate-limit-store" {
+        let raw = target_dir().join("bench-rate-limit-store");
+        let _ = std::fs::remove_dir_all(&raw);
+        std::fs::create_dir_all(&raw)?;
+        println!(
+            "{}",
+            rate_limit_store::measure(&knobs, &tools, &binary, &raw)?
+        );
+        return Ok(());
+    }
     process::run(cargo().args([
         "bench",
         "--no-run",
@@ -230,5 +242,12 @@ pub fn run() -> Result<()> {
         .append(true)
         .open(&summary_path)?
         .write_all(format!("\n{forwarding}").as_bytes())?;
+
+    let store = rate_limit_store::measure(&knobs, &tools, &binary, &raw)?;
+    println!("{store}");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&summary_path)?
+        .write_all(format!("\n{store}").as_bytes())?;
     Ok(())
 }
