@@ -304,7 +304,10 @@ impl Store {
                 project_id: old.project_id,
                 name: &name,
                 key: roll.new_key,
-                expires_at: None,
+                // A roll never lengthens a credential's life: the new key keeps the old key's
+                // expiry, else a holder of an expiring project key could roll it into one
+                // that never expires.
+                expires_at: old.expires_at,
             };
             tx.execute(
                 "UPDATE api_keys SET expires_at = $2 WHERE id = $1",

@@ -333,6 +333,23 @@ async fn a_roll_never_extends_an_expiry_and_an_overlap_of_zero_ends_the_old_key_
     .await;
     assert_eq!(rolled.status, StatusCode::CREATED, "{rolled:?}");
     assert_eq!(rolled.body["replaces"]["expiresAt"], rfc3339(soon));
+    // Nor does the new key outlive it: a holder of an expiring key can't roll it into one
+    // that never expires (here the key rolls itself).
+    let (own_id, own_key) = key_expiring_at(&app, &org, soon).await;
+    let rolled_itself = roll(&app, &own_key, &own_id, Some(json!({"overlap_seconds": 0}))).await;
+    assert_eq!(
+        rolled_itself.status,
+        StatusCode::CREATED,
+        "{rolled_itself:?}"
+    );
+    for new_key in [&rolled.body["key"], &rolled_itself.body["key"]] {
+        let new_identity = app.verify(new_key.as_str().unwrap()).await;
+        assert_eq!(
+            new_identity.body["expires_at"],
+            rfc3339(soon),
+            "{new_identity:?}"
+        );
+    }
 
     let (now_id, now_key) = app.new_project_key(&org).await;
     let rolled = roll(
