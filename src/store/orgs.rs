@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::audit::{record_event, Change};
-use super::keys::{insert_key, NewKey};
+use super::keys::{insert_key, org_lock_id, NewKey};
 use super::{Store, StoreError};
 use crate::audit::{Action, AuditContext, TargetType};
 use crate::domain::{ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId};
@@ -117,6 +117,10 @@ impl Store {
         self.within_deadline(async {
             let mut client = self.pool.get().await?;
             let tx = client.transaction().await?;
+            // Every writer of an organization's events holds its lock, so events commit in
+            // occurredAt order and a reader's keyset walk can't pass one still uncommitted.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&org_lock_id(org)])
+                .await?;
             let exists = tx
                 .query_opt(
                     "SELECT 1 FROM organizations WHERE id = $1",
