@@ -187,9 +187,15 @@ impl AuthCache {
     pub async fn fetch(&self, hash: KeyHash) -> Result<KeyState, Arc<StoreError>> {
         self.metrics.auth_cache_misses.inc();
         for _ in 0..STALE_RETRIES {
-            let entry = match self.loads.share(hash, || self.start_load(hash)).await {
-                Ok(entry) => entry,
-                Err(error) => return self.stale_grace_or(hash, error).await,
+            // Held until the answer is cached, so no miss in between starts a second query.
+            let loaded = self.loads.share(hash, || self.start_load(hash)).await;
+            let entry = match &loaded.value {
+                Ok(entry) => *entry,
+                Err(error) => {
+                    let error = error.clone();
+                    drop(loaded);
+                    return self.stale_grace_or(hash, error).await;
+                }
             };
             if self.guard.is_fresh(&hash, entry.loaded_at) {
                 if self.trust.is_trusted() {

@@ -2,9 +2,11 @@
 //! running, whether the cache is trusted or not (while the listener is down, every request
 //! is a miss, so this is what keeps a burst for one key from becoming a burst of queries).
 //!
-//! A load ends for everyone when it completes; the next miss after that starts a new one (its
-//! answer is then judged by the freshness guard like any other). A load whose every waiter
-//! gave up is dropped, so it holds no pooled connection for nobody.
+//! A load ends for everyone once its first finished waiter lets go of its [`Loaded`] answer
+//! (after caching it), so a miss arriving between the answer and the cache insert joins the
+//! finished load instead of starting a second query; the next miss after that starts a new
+//! one (its answer is then judged by the freshness guard like any other). A load whose every
+//! waiter gave up is dropped, so it holds no pooled connection for nobody.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -29,12 +31,13 @@ impl<T: Clone + Send + Sync + 'static> InFlight<T> {
         }
     }
 
-    /// The result of the load running for `hash`, or of one `start` begins now.
+    /// The result of the load running for `hash`, or of one `start` begins now. The load
+    /// stays joinable until the returned [`Loaded`] is dropped: cache its value first.
     pub(super) async fn share(
         &self,
         hash: KeyHash,
         start: impl FnOnce() -> BoxFuture<'static, T>,
-    ) -> T {
+    ) -> Loaded<'_, T> {
         let load = {
             let mut pending = self.lock();
             let entry = pending.entry(hash).or_insert_with(|| Pending {
@@ -50,9 +53,12 @@ impl<T: Clone + Send + Sync + 'static> InFlight<T> {
             load: load.clone(),
             finished: false,
         };
-        let result = load.await;
+        let value = load.await;
         waiter.finished = true;
-        result
+        Loaded {
+            value,
+            _waiter: waiter,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<KeyHash, Pending<T>>> {
@@ -63,6 +69,12 @@ impl<T: Clone + Send + Sync + 'static> InFlight<T> {
     pub(super) fn len(&self) -> usize {
         self.lock().len()
     }
+}
+
+/// A finished load's answer; dropping it ends the load for everyone.
+pub(super) struct Loaded<'a, T: Clone + Send + Sync + 'static> {
+    pub(super) value: T,
+    _waiter: Waiter<'a, T>,
 }
 
 /// One requester of a shared load; on drop (finished or given up) it leaves the load.
@@ -114,7 +126,9 @@ mod tests {
             }
         };
         let hash = KeyHash::of("a");
-        let all = futures_util::future::join_all((0..8).map(|_| inflight.share(hash, start())));
+        let all = futures_util::future::join_all(
+            (0..8).map(|_| async { inflight.share(hash, start()).await.value }),
+        );
         let releaser = async {
             tokio::task::yield_now().await;
             let _ = release.send(());
@@ -123,7 +137,29 @@ mod tests {
         assert_eq!(answers, vec![7; 8]);
         assert_eq!(started.load(Ordering::SeqCst), 1);
         assert_eq!(inflight.len(), 0, "a finished load is forgotten");
-        assert_eq!(inflight.share(hash, start()).await, 7);
+        assert_eq!(inflight.share(hash, start()).await.value, 7);
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_miss_while_an_answer_is_being_cached_joins_the_finished_load() {
+        let inflight = InFlight::<u32>::new();
+        let started = Arc::new(AtomicUsize::new(0));
+        let start = || {
+            let started = started.clone();
+            move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                async { 7 }.boxed()
+            }
+        };
+        let hash = KeyHash::of("a");
+        let first = inflight.share(hash, start()).await;
+        let second = inflight.share(hash, start()).await;
+        assert_eq!((first.value, second.value), (7, 7));
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        drop((first, second));
+        assert_eq!(inflight.len(), 0);
+        assert_eq!(inflight.share(hash, start()).await.value, 7);
         assert_eq!(started.load(Ordering::SeqCst), 2);
     }
 

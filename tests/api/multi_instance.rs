@@ -16,6 +16,7 @@ use crate::helpers::{
 
 const LOOKUPS: &str = "logstitch_auth_db_lookups_total";
 const LISTENER_UP: &str = "logstitch_invalidation_listener_up";
+const LISTENER_RECONNECTS: &str = "logstitch_invalidation_listener_reconnects_total";
 
 /// A's answer must be a plain 200 `{revoked: true}`.
 async fn revoke_through(app: &TestApp, token: &str, key_id: &str) {
@@ -179,26 +180,36 @@ async fn a_revoke_while_b_reconnects_is_never_served_from_b_cache() {
 async fn concurrent_first_uses_on_the_other_instance_make_one_lookup() {
     let (a, b) = spawn_isolated_pair(|_| {}).await;
     let org = a.create_org("Acme").await;
-    let (key_id, key) = a.new_project_key(&org).await;
-
-    let before = b.metric(LOOKUPS).await;
-    let replies = join_all((0..50).map(|_| b.verify(&key))).await;
-    for reply in &replies {
-        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-        assert_eq!(reply.body["key_id"], key_id.as_str());
+    // A listener reconnect on B (a heartbeat missed on a loaded box) flushes its cache and,
+    // while down, sends every request to Postgres: a window with one is no measurement, so
+    // it is taken again with a new key. Any other window must make exactly one lookup.
+    for _attempt in 0..3 {
+        let (key_id, key) = a.new_project_key(&org).await;
+        let reconnects = b.metric(LISTENER_RECONNECTS).await;
+        let before = b.metric(LOOKUPS).await;
+        let replies = join_all((0..50).map(|_| b.verify(&key))).await;
+        for reply in &replies {
+            assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+            assert_eq!(reply.body["key_id"], key_id.as_str());
+        }
+        let after = b.metric(LOOKUPS).await;
+        if b.metric(LISTENER_RECONNECTS).await != reconnects {
+            continue;
+        }
+        assert_eq!(
+            after - before,
+            1.0,
+            "50 concurrent first uses on B made {} lookups",
+            after - before
+        );
+        // And later uses are hits.
+        for _ in 0..5 {
+            assert_eq!(b.verify(&key).await.status, StatusCode::OK);
+        }
+        assert_eq!(b.metric(LOOKUPS).await, after);
+        return;
     }
-    let after = b.metric(LOOKUPS).await;
-    assert_eq!(
-        after - before,
-        1.0,
-        "50 concurrent first uses on B made {} lookups",
-        after - before
-    );
-    // And later uses are hits.
-    for _ in 0..5 {
-        assert_eq!(b.verify(&key).await.status, StatusCode::OK);
-    }
-    assert_eq!(b.metric(LOOKUPS).await, after);
+    panic!("B's listener reconnected during each of 3 measurement windows");
 }
 
 #[actix_web::test]
