@@ -11,6 +11,8 @@ use serde_json::Value;
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
+    /// Names lower-cased, in the order received.
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -113,6 +115,7 @@ fn parse(raw: &[u8]) -> Result<Response> {
     }
     Ok(Response {
         status,
+        headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
 }

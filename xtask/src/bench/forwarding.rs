@@ -1,8 +1,11 @@
 //! What forwarding through the gateway costs. A static nginx on 127.0.0.1 answers every
-//! request at once; the same wrk load hits it directly and through the gateway (project key,
-//! route /api/v1/events, rate limit lifted), alternating, so the ratio is measured side by
-//! side; then k6 at a fixed rate gives p50/p99 both ways, whose difference is the latency
-//! the gateway adds.
+//! request at once; the same wrk load hits it directly, through the gateway (project key,
+//! route /api/v1/events, rate limit lifted), and through issue 13's two peers: nginx
+//! `proxy_pass` (no auth: the floor) and nginx `auth_request` against the same gateway's
+//! verify (what a user would build instead), each nginx one worker with keepalive pools.
+//! The four alternate within each round, so the ratios are measured side by side; then k6
+//! at a fixed rate gives p50/p99 direct and through the gateway, whose difference is the
+//! latency the gateway adds.
 
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -14,15 +17,25 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use super::parse;
+use super::peers::{self, PeerPath};
 use super::{Knobs, Tools};
 use crate::gateway::{Gateway, ScratchDatabase, TempDir};
 use crate::http;
 use crate::process::{self, Running};
 
-/// nginx on a socket bound here on port 0. nginx cannot bind port 0 itself, but it adopts
-/// listening sockets named in its `NGINX` environment variable (what its binary upgrade
-/// uses), so the kernel picks the port and nothing guesses a free one.
-pub(super) fn static_upstream(nginx: &Path, work: &Path) -> Result<(Running, String)> {
+/// nginx, one worker, on a socket bound here on port 0, serving `servers` (the `upstream`
+/// and `server` blocks of its http block, given the port). nginx cannot bind port 0 itself,
+/// but it adopts listening sockets named in its `NGINX` environment variable (what its binary
+/// upgrade uses), so the kernel picks the port and nothing guesses a free one. Every instance
+/// keeps a connection open for as many requests as it gets (`keepalive_requests`, 1000 by
+/// default): neither the gateway nor wrk reconnects in the middle of a measurement.
+fn nginx(
+    nginx: &Path,
+    work: &Path,
+    name: &str,
+    servers: impl FnOnce(u16) -> String,
+) -> Result<(Running, String)> {
+    let work = work.join(name);
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let fd = listener.as_raw_fd();
@@ -35,24 +48,23 @@ error_log {dir}/nginx-error.log;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
+    keepalive_requests 1000000;
     client_body_temp_path {dir}/tmp;
     proxy_temp_path {dir}/tmp;
     fastcgi_temp_path {dir}/tmp;
     uwsgi_temp_path {dir}/tmp;
     scgi_temp_path {dir}/tmp;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ return 200 \"ok\\n\"; }}
-    }}
+{}
 }}
-"
+",
+        servers(port)
     );
     std::fs::create_dir_all(work.join("tmp"))?;
     std::fs::write(work.join("nginx.conf"), config)?;
     let mut command = Command::new(nginx);
     command
         .arg("-p")
-        .arg(work)
+        .arg(&work)
         .arg("-c")
         .arg(work.join("nginx.conf"))
         .arg("-e")
@@ -68,14 +80,15 @@ http {{
             Ok(())
         });
     }
-    let mut nginx = Running::spawn("nginx", &mut command)?;
+    let mut nginx = Running::spawn(&format!("nginx ({name})"), &mut command)?;
     drop(listener);
     let url = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     loop {
         process::check_interrupted()?;
         nginx.check_alive()?;
-        if http::get(&format!("{url}/"), None).is_ok_and(|r| r.status == 200) {
+        // Any answer will do: behind auth_request, a request without a key is refused.
+        if http::get(&format!("{url}/"), None).is_ok() {
             return Ok((nginx, url));
         }
         if started.elapsed() > Duration::from_secs(10) {
@@ -85,7 +98,83 @@ http {{
     }
 }
 
-pub fn measure(knobs: &Knobs, tools: &Tools, binary: &Path, raw: &Path) -> Result<String> {
+/// The upstream every forwarding measure shares: answers every request at once.
+pub(super) fn static_upstream(nginx_binary: &Path, work: &Path) -> Result<(Running, String)> {
+    nginx(nginx_binary, work, "upstream", |port| {
+        format!(
+            "    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 \"ok\\n\"; }}
+    }}"
+        )
+    })
+}
+
+/// An `upstream` block with a keepalive pool (what a tuned nginx in front of it would use).
+fn pool(name: &str, url: &str) -> String {
+    let address = url.trim_start_matches("http://");
+    format!(
+        "    upstream {name} {{
+        server {address};
+        keepalive 32;
+        keepalive_requests 1000000;
+    }}
+"
+    )
+}
+
+/// What nginx needs to reuse a pooled upstream connection: HTTP/1.1 and no `Connection: close`.
+const POOLED: &str = "proxy_http_version 1.1; proxy_set_header Connection \"\";";
+
+/// nginx `proxy_pass` to `upstream`, no auth: the floor for the gateway's forwarded path.
+fn proxy_pass(nginx_binary: &Path, work: &Path, upstream: &str) -> Result<(Running, String)> {
+    nginx(nginx_binary, work, "proxy-pass", |port| {
+        format!(
+            "{}    server {{
+        listen 127.0.0.1:{port};
+        location / {{ proxy_pass http://backend; {POOLED} }}
+    }}",
+            pool("backend", upstream)
+        )
+    })
+}
+
+/// nginx `auth_request` → the gateway's verify → `upstream`: what a user would build instead
+/// of the gateway (as tests/api/nginx.rs configures it, with keepalive pools to both).
+fn auth_request(
+    nginx_binary: &Path,
+    work: &Path,
+    upstream: &str,
+    gateway: &str,
+) -> Result<(Running, String)> {
+    nginx(nginx_binary, work, "auth-request", |port| {
+        format!(
+            "{}{}    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            auth_request /_auth;
+            proxy_pass http://backend; {POOLED}
+        }}
+        location = /_auth {{
+            internal;
+            proxy_pass http://verify/api/v1/auth/verify; {POOLED}
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length \"\";
+            proxy_set_header Authorization $http_authorization;
+        }}
+    }}",
+            pool("backend", upstream),
+            pool("verify", gateway)
+        )
+    })
+}
+
+pub fn measure(
+    knobs: &Knobs,
+    tools: &Tools,
+    binary: &Path,
+    raw: &Path,
+) -> Result<(String, [PeerPath; 2])> {
     let work = TempDir::new("bench-forwarding")?;
     eprintln!("\n==> static upstream (nginx) on 127.0.0.1");
     let (_nginx, upstream) = static_upstream(&tools.nginx, &work.0)?;
@@ -108,48 +197,89 @@ pub fn measure(knobs: &Knobs, tools: &Tools, binary: &Path, raw: &Path) -> Resul
     let gateway = Gateway::start(binary, &db.url, &env, &raw.join("server-forwarding.log"))?;
     let org = gateway.create_org("bench")?;
     let (key, _) = gateway.create_key(&org, "bench")?;
-    let direct = format!("{upstream}/api/v1/events");
-    let proxied = format!("{}/api/v1/events", gateway.url);
-    http::get(&proxied, Some(&key))?.expect_status(200, "a proxied request")?;
+    eprintln!(
+        "\n==> peers: nginx proxy_pass → upstream; nginx auth_request → gateway verify → upstream"
+    );
+    let (_proxy_pass, proxy_pass_url) = proxy_pass(&tools.nginx, &work.0, &upstream)?;
+    let (_auth_request, auth_request_url) =
+        auth_request(&tools.nginx, &work.0, &upstream, &gateway.url)?;
+    let path = "/api/v1/events";
+    let direct = format!("{upstream}{path}");
+    let proxied = format!("{}{path}", gateway.url);
+    let nginx_pass = format!("{proxy_pass_url}{path}");
+    let nginx_auth = format!("{auth_request_url}{path}");
+    for (url, what) in [
+        (&proxied, "a proxied request"),
+        (&nginx_pass, "a request through nginx proxy_pass"),
+        (&nginx_auth, "a request through nginx auth_request"),
+    ] {
+        http::get(url, Some(&key))?.expect_status(200, what)?;
+    }
 
     let (connections, seconds, rounds) = (knobs.connections, knobs.duration, knobs.gateway_rounds);
-    eprintln!("\n==> throughput: wrk -t1 -c{connections} -d{seconds}s, direct and proxied alternating, {rounds} rounds");
-    tools.wrk(
-        connections,
-        2,
-        Some(&key),
-        &proxied,
-        &raw.join("wrk-forwarding-warmup.txt"),
-    )?;
-    let mut ratios = Vec::new();
-    for round in 1..=rounds {
-        let d = tools.wrk(
-            connections,
-            seconds,
-            None,
-            &direct,
-            &raw.join(format!("wrk-direct-{round}.txt")),
-        )?;
-        let p = tools.wrk(
-            connections,
-            seconds,
-            Some(&key),
-            &proxied,
-            &raw.join(format!("wrk-proxied-{round}.txt")),
-        )?;
-        eprintln!(
-            "round {round}: direct {:.0} req/s, proxied {:.0} req/s",
-            d.rps, p.rps
-        );
-        if p.non2xx > 0 {
-            bail!(
-                "the proxied run of round {round} had {} non-2xx answers",
-                p.non2xx
-            );
-        }
-        ratios.push(p.rps / d.rps);
+    eprintln!("\n==> throughput: wrk -t1 -c{connections} -d{seconds}s, direct, gateway, nginx proxy_pass, nginx auth_request alternating, {rounds} rounds");
+    let sides = [
+        ("direct", &direct, None),
+        ("proxied", &proxied, Some(key.as_str())),
+        ("nginx-proxy-pass", &nginx_pass, Some(key.as_str())),
+        ("nginx-auth-request", &nginx_auth, Some(key.as_str())),
+    ];
+    for (name, url, auth) in &sides[1..] {
+        let out = raw.join(format!("wrk-{name}-warmup.txt"));
+        tools.wrk(connections, 2, *auth, url, &out)?;
     }
+    let mut runs: [Vec<parse::Wrk>; 4] = Default::default();
+    for round in 1..=rounds {
+        let mut order: Vec<usize> = (0..sides.len()).collect();
+        if !peers::ours_first(round) {
+            order.reverse();
+        }
+        for i in order {
+            let (name, url, auth) = sides[i];
+            let out = raw.join(format!("wrk-{name}-{round}.txt"));
+            let run = tools.wrk(connections, seconds, auth, url, &out)?;
+            if run.non2xx > 0 {
+                bail!(
+                    "the {name} run of round {round} had {} non-2xx answers",
+                    run.non2xx
+                );
+            }
+            runs[i].push(run);
+        }
+        let last = |i: usize| runs[i][runs[i].len() - 1].rps;
+        eprintln!(
+            "round {round}: direct {:.0} req/s, gateway {:.0} req/s, nginx proxy_pass {:.0} req/s, nginx auth_request {:.0} req/s",
+            last(0),
+            last(1),
+            last(2),
+            last(3)
+        );
+    }
+    let [direct_runs, proxied_runs, pass_runs, auth_runs] = runs;
+    let ratios: Vec<f64> = proxied_runs
+        .iter()
+        .zip(&direct_runs)
+        .map(|(p, d)| p.rps / d.rps)
+        .collect();
     let median = parse::median(&ratios);
+    let peers = [
+        PeerPath {
+            path: "forwarded (proxy_pass)",
+            ours: "gateway forwarded",
+            peer: "nginx proxy_pass",
+            ours_runs: proxied_runs.clone(),
+            peer_runs: pass_runs,
+            target: 0.8,
+        },
+        PeerPath {
+            path: "forwarded (auth_request)",
+            ours: "gateway forwarded",
+            peer: "nginx auth_request",
+            ours_runs: proxied_runs,
+            peer_runs: auth_runs,
+            target: 2.5,
+        },
+    ];
 
     let rate = knobs.gateway_rate;
     eprintln!(
@@ -169,7 +299,7 @@ pub fn measure(knobs: &Knobs, tools: &Tools, binary: &Path, raw: &Path) -> Resul
     )?;
     let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
     let us = |ms: f64| format!("{:.0} µs", ms * 1000.0);
-    Ok([
+    let table = [
         "| Gateway measure | Result | Target | |".to_owned(),
         "| --- | --- | --- | --- |".to_owned(),
         format!(
@@ -192,5 +322,6 @@ pub fn measure(knobs: &Knobs, tools: &Tools, binary: &Path, raw: &Path) -> Resul
             100.0 * p.failed
         ),
     ]
-    .join("\n"))
+    .join("\n");
+    Ok((table, peers))
 }

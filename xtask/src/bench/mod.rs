@@ -10,7 +10,14 @@
 //!      times it, run in release with more rounds (the measurement exists only there);
 //!   4. the summary table, written to target/bench-summary.md (summary.rs);
 //!   5. what forwarding costs: a static nginx upstream, direct against through the gateway
-//!      (forwarding.rs), appended to the table.
+//!      and through nginx proxy_pass and nginx auth_request (forwarding.rs), appended to the
+//!      table; then issue 13's peers table (verify and /healthz ÷ a bare actix-web handler,
+//!      measured in step 2; forwarded ÷ each nginx), with the rounds in target/bench/peers.json
+//!      (peers.rs);
+//!   6. the shared rate-limit store against the local one (rate_limit_store.rs).
+//!
+//! `BENCH_ONLY=peers` runs only issue 13's peers (step 2's throughput rounds on one gateway,
+//! and step 5), `BENCH_ONLY=rate-limit-store` only step 6.
 //!
 //! Raw outputs stay in target/bench/. Databases are dropped and servers stopped at the end,
 //! on failure and on Ctrl-C too.
@@ -21,6 +28,7 @@
 
 mod forwarding;
 mod parse;
+mod peers;
 mod rate_limit_store;
 mod service;
 mod summary;
@@ -29,7 +37,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::{build_gateway, cargo, env_or, process, target_dir, tools};
@@ -66,7 +74,7 @@ impl Knobs {
             fixed_duration: number("BENCH_FIXED_DURATION", 15)?,
             revokes: number("BENCH_REVOKES", 100)?,
             server_rust_log: env_or("BENCH_SERVER_RUST_LOG", "warn"),
-            gateway_rounds: number("BENCH_GATEWAY_ROUNDS", 3)?,
+            gateway_rounds: number("BENCH_GATEWAY_ROUNDS", 5)?,
             gateway_rate: number("BENCH_GATEWAY_RATE", 1000)?,
         })
     }
@@ -185,18 +193,34 @@ pub fn run() -> Result<()> {
         k6: tools::require("k6")?,
         nginx: tools::require("nginx")?,
     };
+    let only = env_or("BENCH_ONLY", "");
     let binary = build_gateway("release")?;
-    // `BENCH_ONLY=rate-limit-store`: just the shared-store comparison (its own raw folder).
-    if env_or("BENCH_ONLY", "") == "rate-limit-store" {
-        let raw = target_dir().join("bench-rate-limit-store");
-        let _ = std::fs::remove_dir_all(&raw);
-        std::fs::create_dir_all(&raw)?;
-        println!(
-            "{}",
-            rate_limit_store::measure(&knobs, &tools, &binary, &raw)?
-        );
-        return Ok(());
+    match only.as_str() {
+        "" => {}
+        // Just the shared-store comparison (its own raw folder).
+        "rate-limit-store" => {
+            let raw = fresh_dir("bench-rate-limit-store")?;
+            println!(
+                "{}",
+                rate_limit_store::measure(&knobs, &tools, &binary, &raw)?
+            );
+            return Ok(());
+        }
+        // Just issue 13's peers: raw outputs in target/bench-peers/, the rounds in
+        // target/bench/peers.json as in a whole run, the table in target/bench-peers.md.
+        "peers" => {
+            let bare = peers::build_bare()?;
+            let raw = fresh_dir("bench-peers")?;
+            let throughput = service::throughput_only(&knobs, &tools, &binary, &bare, &raw)?;
+            let (forwarding, forwarded) = forwarding::measure(&knobs, &tools, &binary, &raw)?;
+            let table = forwarding + "\n" + &peers_report(&knobs, &throughput, &forwarded)?;
+            std::fs::write(target_dir().join("bench-peers.md"), &table)?;
+            println!("{table}");
+            return Ok(());
+        }
+        other => bail!("BENCH_ONLY is rate-limit-store or peers, not {other:?}"),
     }
+    let bare = peers::build_bare()?;
     process::run(cargo().args([
         "bench",
         "--no-run",
@@ -205,9 +229,7 @@ pub fn run() -> Result<()> {
         "--bench",
         "cache_memory",
     ]))?;
-    let raw = target_dir().join("bench");
-    let _ = std::fs::remove_dir_all(&raw);
-    std::fs::create_dir_all(&raw)?;
+    let raw = fresh_dir("bench")?;
 
     eprintln!("\n==> cache memory: 1,000,000 keys (benches/cache_memory.rs)");
     tee(
@@ -220,7 +242,7 @@ pub fn run() -> Result<()> {
         &raw.join("auth_path.txt"),
     )?;
 
-    let service = service::measure(&knobs, &tools, &binary, &raw)?;
+    let service = service::measure(&knobs, &tools, &binary, &bare, &raw)?;
     let revoke = revoke_to_refused(knobs.revokes, &raw)?;
     let table = summary::table(&knobs, &raw, &service, &revoke)?;
     let summary_path = target_dir().join("bench-summary.md");
@@ -232,22 +254,55 @@ pub fn run() -> Result<()> {
     );
     println!("{table}");
 
-    let forwarding = forwarding::measure(&knobs, &tools, &binary, &raw)?;
+    let (forwarding, forwarded) = forwarding::measure(&knobs, &tools, &binary, &raw)?;
     eprintln!(
         "\n==> gateway summary (appended to {})",
         summary_path.display()
     );
     println!("{forwarding}");
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&summary_path)?
-        .write_all(format!("\n{forwarding}").as_bytes())?;
+    append(&summary_path, &forwarding)?;
+    let peers = peers_report(&knobs, &service.throughput, &forwarded)?;
+    println!("{peers}");
+    append(&summary_path, &peers)?;
 
     let store = rate_limit_store::measure(&knobs, &tools, &binary, &raw)?;
     println!("{store}");
+    append(&summary_path, &store)?;
+    Ok(())
+}
+
+/// An empty target/NAME for a stage's raw outputs.
+fn fresh_dir(name: &str) -> Result<PathBuf> {
+    let dir = target_dir().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn append(summary: &Path, table: &str) -> Result<()> {
     std::fs::OpenOptions::new()
         .append(true)
-        .open(&summary_path)?
-        .write_all(format!("\n{store}").as_bytes())?;
+        .open(summary)?
+        .write_all(format!("\n{table}").as_bytes())?;
     Ok(())
+}
+
+/// Issue 13's four paths ÷ their peers: target/bench/peers.json and the table, with the
+/// load average around the throughput rounds.
+fn peers_report(
+    knobs: &Knobs,
+    throughput: &service::Throughput,
+    forwarded: &[peers::PeerPath; 2],
+) -> Result<String> {
+    let [verify, healthz] = throughput.peers();
+    let paths = [&verify, &healthz, &forwarded[0], &forwarded[1]];
+    let json = peers::write_json(&paths)?;
+    eprintln!("\n==> issue 13 peers (rounds in {})", json.display());
+    Ok(format!(
+        "\n{}(load average before/after the verify and /healthz rounds: {} / {}; after the forwarding rounds: {})\n",
+        summary::peers_table(knobs, &paths),
+        throughput.loadavg_before,
+        throughput.loadavg_after,
+        service::loadavg(),
+    ))
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 /// One `wrk --latency` run. Latencies in ms.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Wrk {
     pub rps: f64,
     pub p50_ms: Option<f64>,

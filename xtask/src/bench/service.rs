@@ -1,6 +1,7 @@
 //! The service measurements of `make bench`: two release gateways, A and B, on a fresh
 //! database, then (in this order) database transactions around exactly 10,000 warm
-//! verifies, throughput and latency at saturation (wrk), latency at a fixed rate (k6).
+//! verifies, throughput and latency at saturation (wrk), each endpoint side by side with a
+//! bare actix-web handler answering the same bytes (issue 13), latency at a fixed rate (k6).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::parse::{self, Wrk, K6};
+use super::peers::{self, Bare, PeerPath};
 use super::{Knobs, Tools};
 use crate::gateway::{Gateway, Psql, ScratchDatabase};
 use crate::{http, process};
@@ -34,12 +36,9 @@ pub struct Transactions {
 
 pub struct Service {
     pub transactions: Transactions,
-    pub healthz: Vec<Wrk>,
-    pub verify: Vec<Wrk>,
+    pub throughput: Throughput,
     pub fixed_healthz: K6,
     pub fixed_verify: K6,
-    pub loadavg_before: String,
-    pub loadavg_after: String,
 }
 
 /// One un-labelled sample from a live /metrics scrape (0 when absent).
@@ -209,7 +208,166 @@ fn transactions(
     Ok(measured)
 }
 
-pub fn measure(knobs: &Knobs, tools: &Tools, binary: &Path, raw: &Path) -> Result<Service> {
+/// verify and `/healthz` at saturation, each against the bare actix-web peer answering the
+/// same bytes, and the measures made from the same runs (verify ÷ healthz, CPU per request).
+pub struct Throughput {
+    pub healthz: Vec<Wrk>,
+    pub verify: Vec<Wrk>,
+    pub bare_healthz: Vec<Wrk>,
+    pub bare_verify: Vec<Wrk>,
+    pub loadavg_before: String,
+    pub loadavg_after: String,
+}
+
+impl Throughput {
+    /// The issue 13 rows: verify ÷ bare, `/healthz` ÷ bare.
+    pub fn peers(&self) -> [PeerPath; 2] {
+        [
+            PeerPath {
+                path: "verify",
+                ours: "gateway verify",
+                peer: "bare actix-web",
+                ours_runs: self.verify.clone(),
+                peer_runs: self.bare_verify.clone(),
+                target: 0.9,
+            },
+            PeerPath {
+                path: "healthz",
+                ours: "gateway /healthz",
+                peer: "bare actix-web",
+                ours_runs: self.healthz.clone(),
+                peer_runs: self.bare_healthz.clone(),
+                target: 0.95,
+            },
+        ]
+    }
+}
+
+const VERIFY: &str = "/api/v1/auth/verify";
+const HEALTHZ: &str = "/healthz";
+
+/// One server under wrk, its CPU time (utime + stime) read around the run: CPU per request
+/// is steadier than req/s on a shared box, and utilisation shows whether the server (not
+/// wrk) was the bottleneck.
+fn timed_wrk(
+    tools: &Tools,
+    knobs: &Knobs,
+    pid: u32,
+    key: &str,
+    url: &str,
+    out: &Path,
+) -> Result<Wrk> {
+    let before = cpu_ticks(pid)?;
+    let mut run = tools.wrk(knobs.connections, knobs.duration, Some(key), url, out)?;
+    run.server_cpu_s = Some((cpu_ticks(pid)? - before) as f64 / clock_ticks_per_second());
+    Ok(run)
+}
+
+/// Alternating rounds: healthz then verify, each on gateway A and on the bare peer (which
+/// goes first alternates by round). Every request is the same (same Authorization header,
+/// connections, duration).
+fn throughput(
+    knobs: &Knobs,
+    tools: &Tools,
+    a: &Gateway,
+    key: &str,
+    bare_binary: &Path,
+    raw: &Path,
+) -> Result<Throughput> {
+    let answers = raw.join("peer-bare-answers.json");
+    peers::record_answers(&a.url, key, &[HEALTHZ, VERIFY], &answers)?;
+    let bare = Bare::start(bare_binary, &answers, HEALTHZ, &raw.join("peer-bare.log"))?;
+    let (rounds, connections, seconds) = (knobs.rounds, knobs.connections, knobs.duration);
+    let loadavg_before = loadavg();
+    eprintln!(
+        "\n==> throughput: wrk -t1 -c{connections} -d{seconds}s, healthz and verify alternating, each on the gateway and on the bare actix-web peer, {rounds} rounds (load: {loadavg_before})"
+    );
+    for (url, name) in [(&a.url, "warmup"), (&bare.url, "bare-warmup")] {
+        let out = raw.join(format!("wrk-{name}.txt"));
+        tools.wrk(connections, 2, Some(key), &format!("{url}{VERIFY}"), &out)?;
+    }
+    let mut t = Throughput {
+        healthz: Vec::new(),
+        verify: Vec::new(),
+        bare_healthz: Vec::new(),
+        bare_verify: Vec::new(),
+        loadavg_before,
+        loadavg_after: String::new(),
+    };
+    for round in 1..=rounds {
+        for (name, path, ours, peer) in [
+            ("healthz", HEALTHZ, &mut t.healthz, &mut t.bare_healthz),
+            ("verify", VERIFY, &mut t.verify, &mut t.bare_verify),
+        ] {
+            let ours_out = raw.join(format!("wrk-{name}-{round}.txt"));
+            let peer_out = raw.join(format!("wrk-bare-{name}-{round}.txt"));
+            let run_ours = || {
+                timed_wrk(
+                    tools,
+                    knobs,
+                    a.pid(),
+                    key,
+                    &format!("{}{path}", a.url),
+                    &ours_out,
+                )
+            };
+            let run_peer = || {
+                timed_wrk(
+                    tools,
+                    knobs,
+                    bare.pid(),
+                    key,
+                    &format!("{}{path}", bare.url),
+                    &peer_out,
+                )
+            };
+            if peers::ours_first(round) {
+                ours.push(run_ours()?);
+                peer.push(run_peer()?);
+            } else {
+                peer.push(run_peer()?);
+                ours.push(run_ours()?);
+            }
+        }
+        let last = |runs: &[Wrk]| runs[runs.len() - 1].rps;
+        eprintln!(
+            "round {round}: healthz {:.0} req/s (bare {:.0}), verify {:.0} req/s (bare {:.0})",
+            last(&t.healthz),
+            last(&t.bare_healthz),
+            last(&t.verify),
+            last(&t.bare_verify),
+        );
+    }
+    t.loadavg_after = loadavg();
+    Ok(t)
+}
+
+/// `BENCH_ONLY=peers`: gateway A alone on a fresh database, the throughput rounds only.
+pub fn throughput_only(
+    knobs: &Knobs,
+    tools: &Tools,
+    binary: &Path,
+    bare_binary: &Path,
+    raw: &Path,
+) -> Result<Throughput> {
+    let db = ScratchDatabase::create("benchpeers")?;
+    let env = [
+        ("LOGSTITCH__SERVER__WORKERS", "1".to_owned()),
+        ("RUST_LOG", knobs.server_rust_log.clone()),
+    ];
+    let a = Gateway::start(binary, &db.url, &env, &raw.join("server-A.log"))?;
+    let org = a.create_org("Bench")?;
+    let (key, _) = a.create_key(&org, "bench throughput key")?;
+    throughput(knobs, tools, &a, &key, bare_binary, raw)
+}
+
+pub fn measure(
+    knobs: &Knobs,
+    tools: &Tools,
+    binary: &Path,
+    bare_binary: &Path,
+    raw: &Path,
+) -> Result<Service> {
     let db = ScratchDatabase::create("bench")?;
     // Every statement on the bench database goes to the Postgres log (this database only; it
     // is dropped at the end), so the transactions counted can be attributed one by one when
@@ -228,53 +386,12 @@ pub fn measure(knobs: &Knobs, tools: &Tools, binary: &Path, raw: &Path) -> Resul
     let _b = Gateway::start(binary, &db.url, &env, &raw.join("server-B.log"))?;
     let org = a.create_org("Bench")?;
     let (key, _) = a.create_key(&org, "bench throughput key")?;
-    let verify = format!("{}/api/v1/auth/verify", a.url);
-    let healthz = format!("{}/healthz", a.url);
+    let verify = format!("{}{VERIFY}", a.url);
+    let healthz = format!("{}{HEALTHZ}", a.url);
     http::get(&verify, Some(&key))?.expect(200, "verify with a fresh key")?;
 
     let transactions = transactions(tools, &db, &a, &key, raw)?;
-
-    // Both endpoints get the same request (same Authorization header), connections and
-    // duration. Server A's CPU time is read around each run: CPU per request is steadier than
-    // req/s on a shared box, and utilisation shows whether the server (not wrk) was the
-    // bottleneck.
-    let (rounds, connections, seconds) = (knobs.rounds, knobs.connections, knobs.duration);
-    let loadavg_before = loadavg();
-    eprintln!(
-        "\n==> throughput: wrk -t1 -c{connections} -d{seconds}s, healthz and verify alternating, {rounds} rounds (load: {loadavg_before})"
-    );
-    tools.wrk(
-        connections,
-        2,
-        Some(&key),
-        &verify,
-        &raw.join("wrk-warmup.txt"),
-    )?;
-    let (mut healthz_runs, mut verify_runs) = (Vec::new(), Vec::new());
-    for round in 1..=rounds {
-        for (name, url, runs) in [
-            ("healthz", &healthz, &mut healthz_runs),
-            ("verify", &verify, &mut verify_runs),
-        ] {
-            let before = cpu_ticks(a.pid())?;
-            let mut run = tools.wrk(
-                connections,
-                seconds,
-                Some(&key),
-                url,
-                &raw.join(format!("wrk-{name}-{round}.txt")),
-            )?;
-            run.server_cpu_s =
-                Some((cpu_ticks(a.pid())? - before) as f64 / clock_ticks_per_second());
-            runs.push(run);
-        }
-        eprintln!(
-            "round {round}: healthz {:.0} req/s, verify {:.0} req/s",
-            healthz_runs[healthz_runs.len() - 1].rps,
-            verify_runs[verify_runs.len() - 1].rps
-        );
-    }
-    let loadavg_after = loadavg();
+    let throughput = throughput(knobs, tools, &a, &key, bare_binary, raw)?;
 
     let (rate, fixed) = (knobs.rate, knobs.fixed_duration);
     eprintln!("\n==> latency at a fixed {rate} req/s for {fixed}s (k6 constant-arrival-rate), healthz then verify");
@@ -293,11 +410,8 @@ pub fn measure(knobs: &Knobs, tools: &Tools, binary: &Path, raw: &Path) -> Resul
     )?;
     Ok(Service {
         transactions,
-        healthz: healthz_runs,
-        verify: verify_runs,
+        throughput,
         fixed_healthz,
         fixed_verify,
-        loadavg_before,
-        loadavg_after,
     })
 }

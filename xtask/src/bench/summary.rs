@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::parse::{self, Wrk};
+use super::peers::PeerPath;
 use super::service::Service;
 use super::Knobs;
 use crate::target_dir;
@@ -91,7 +92,7 @@ fn utc_now() -> String {
 }
 
 pub fn table(knobs: &Knobs, raw: &Path, service: &Service, revoke: &Value) -> Result<String> {
-    let (health, verify) = (&service.healthz, &service.verify);
+    let (health, verify) = (&service.throughput.healthz, &service.throughput.verify);
     let ratios: Vec<f64> = health
         .iter()
         .zip(verify)
@@ -309,8 +310,8 @@ pub fn table(knobs: &Knobs, raw: &Path, service: &Service, revoke: &Value) -> Re
             cpu_model(),
             memory_gib(),
             knobs.server_rust_log,
-            service.loadavg_before,
-            service.loadavg_after,
+            service.throughput.loadavg_before,
+            service.throughput.loadavg_after,
         ),
         String::new(),
         "| Measure | Result | Target | |".into(),
@@ -322,6 +323,53 @@ pub fn table(knobs: &Knobs, raw: &Path, service: &Service, revoke: &Value) -> Re
     );
     lines.push(String::new());
     Ok(lines.join("\n"))
+}
+
+/// Issue 13's table: each path ÷ its peer, from the same run's alternating rounds.
+pub fn peers_table(knobs: &Knobs, paths: &[&PeerPath]) -> String {
+    let mut lines = vec![
+        format!(
+            "| Path ÷ its peer (issue 13; wrk -t1 -c{}, {} s runs, alternating, median of per-round ratios) | Result | Target | |",
+            knobs.connections, knobs.duration
+        ),
+        "| --- | --- | --- | --- |".to_owned(),
+    ];
+    for path in paths {
+        let ratios: Vec<String> = path.ratios().iter().map(|r| format!("{r:.3}")).collect();
+        let median_rps =
+            |runs: &[Wrk]| parse::median(&runs.iter().map(|r| r.rps).collect::<Vec<_>>());
+        let cpu = if path
+            .ours_runs
+            .iter()
+            .chain(&path.peer_runs)
+            .all(|r| r.server_cpu_s.is_some())
+        {
+            format!(
+                "; server CPU per request {:.1} µs vs {:.1} µs (ratio {:.3})",
+                cpu_us(&path.ours_runs),
+                cpu_us(&path.peer_runs),
+                cpu_us(&path.peer_runs) / cpu_us(&path.ours_runs)
+            )
+        } else {
+            String::new()
+        };
+        let ratio = path.ratio_median();
+        lines.push(format!(
+            "| {} ÷ {} | **{ratio:.3}** (rounds: {}) — {} {} req/s, {} {} req/s (medians){cpu}; non-2xx: {} | ≥ {} | {} |",
+            path.ours,
+            path.peer,
+            ratios.join(" "),
+            path.ours,
+            thousands(median_rps(&path.ours_runs)),
+            path.peer,
+            thousands(median_rps(&path.peer_runs)),
+            path.errors(),
+            path.target,
+            met(ratio >= path.target && path.errors() == 0),
+        ));
+    }
+    lines.push(String::new());
+    lines.join("\n")
 }
 
 #[cfg(test)]
