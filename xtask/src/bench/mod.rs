@@ -14,10 +14,11 @@
 //!      table; then issue 13's peers table (verify and /healthz ÷ a bare actix-web handler,
 //!      measured in step 2; forwarded ÷ each nginx), with the rounds in target/bench/peers.json
 //!      (peers.rs);
-//!   6. the shared rate-limit store against the local one (rate_limit_store.rs).
+//!   6. the shared rate-limit store against the local one (rate_limit_store.rs);
+//!   7. awc against hyper-util as the upstream client (clients.rs, bench/forwarder).
 //!
 //! `BENCH_ONLY=peers` runs only issue 13's peers (step 2's throughput rounds on one gateway,
-//! and step 5), `BENCH_ONLY=rate-limit-store` only step 6.
+//! and step 5), `BENCH_ONLY=clients` only step 7, `BENCH_ONLY=rate-limit-store` only step 6.
 //!
 //! Raw outputs stay in target/bench/. Databases are dropped and servers stopped at the end,
 //! on failure and on Ctrl-C too.
@@ -26,6 +27,7 @@
 //! generator one thread, and the table reports ratios measured side by side in this run.
 //! All load goes to 127.0.0.1 and every step is bounded in time.
 
+mod clients;
 mod forwarding;
 mod parse;
 mod peers;
@@ -194,6 +196,12 @@ pub fn run() -> Result<()> {
         nginx: tools::require("nginx")?,
     };
     let only = env_or("BENCH_ONLY", "");
+    // Just awc against hyper-util (its own raw folder; no gateway involved).
+    if only == "clients" {
+        let raw = fresh_dir("bench-clients")?;
+        println!("{}", clients::measure(&knobs, &tools, &raw)?);
+        return Ok(());
+    }
     let binary = build_gateway("release")?;
     match only.as_str() {
         "" => {}
@@ -218,7 +226,7 @@ pub fn run() -> Result<()> {
             println!("{table}");
             return Ok(());
         }
-        other => bail!("BENCH_ONLY is rate-limit-store or peers, not {other:?}"),
+        other => bail!("BENCH_ONLY is rate-limit-store, clients or peers, not {other:?}"),
     }
     let bare = peers::build_bare()?;
     process::run(cargo().args([
@@ -268,6 +276,10 @@ pub fn run() -> Result<()> {
     let store = rate_limit_store::measure(&knobs, &tools, &binary, &raw)?;
     println!("{store}");
     append(&summary_path, &store)?;
+
+    let clients = clients::measure(&knobs, &tools, &raw)?;
+    println!("{clients}");
+    append(&summary_path, &clients)?;
     Ok(())
 }
 

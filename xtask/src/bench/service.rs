@@ -249,16 +249,16 @@ const HEALTHZ: &str = "/healthz";
 /// One server under wrk, its CPU time (utime + stime) read around the run: CPU per request
 /// is steadier than req/s on a shared box, and utilisation shows whether the server (not
 /// wrk) was the bottleneck.
-fn timed_wrk(
+pub(super) fn timed_wrk(
     tools: &Tools,
     knobs: &Knobs,
     pid: u32,
-    key: &str,
+    key: Option<&str>,
     url: &str,
     out: &Path,
 ) -> Result<Wrk> {
     let before = cpu_ticks(pid)?;
-    let mut run = tools.wrk(knobs.connections, knobs.duration, Some(key), url, out)?;
+    let mut run = tools.wrk(knobs.connections, knobs.duration, key, url, out)?;
     run.server_cpu_s = Some((cpu_ticks(pid)? - before) as f64 / clock_ticks_per_second());
     Ok(run)
 }
@@ -306,7 +306,7 @@ fn throughput(
                     tools,
                     knobs,
                     a.pid(),
-                    key,
+                    Some(key),
                     &format!("{}{path}", a.url),
                     &ours_out,
                 )
@@ -316,7 +316,7 @@ fn throughput(
                     tools,
                     knobs,
                     bare.pid(),
-                    key,
+                    Some(key),
                     &format!("{}{path}", bare.url),
                     &peer_out,
                 )
