@@ -116,6 +116,7 @@ pub struct Metrics {
     pub keys_revoked: IntCounter,
     pub keys_rolled: IntCounter,
     pub revocation_ack_timeouts: IntCounter,
+    pub revocation_acks_received: IntCounter,
     pub org_actors: IntGauge,
     pub last_used_flush_duration: Histogram,
     pub last_used_flush_errors: IntCounter,
@@ -235,6 +236,10 @@ impl Metrics {
             revocation_ack_timeouts: counter(
                 "logstitch_revocation_ack_timeouts_total",
                 "Revocations answered before every listening instance acknowledged (ack timeout)",
+            ),
+            revocation_acks_received: counter(
+                "logstitch_revocation_acks_received_total",
+                "Acknowledgements of revocations heard by this instance (only its own revocations' acks are addressed to it)",
             ),
             org_actors: gauge(
                 "logstitch_org_actors",

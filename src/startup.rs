@@ -131,8 +131,9 @@ impl Application {
             .transpose()?;
         let settings = Arc::new(settings);
         let mut background = Background::new();
-        let acks = Arc::new(RevocationAcks::default());
-        let state = web::Data::new(app_state(settings, &background, acks.clone())?);
+        let instance_id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let acks = Arc::new(RevocationAcks::new(instance_id.clone()));
+        let state = web::Data::new(app_state(settings, instance_id, &background, acks.clone())?);
 
         let port = listener.local_addr()?.port();
         let public = public_server(state.clone(), listener)?;
@@ -238,10 +239,10 @@ pub use crate::invalidation::listener_application_name;
 /// The shared state: store, cache, actors, limits. Spawns nothing (actors start on demand).
 fn app_state(
     settings: Arc<Settings>,
+    instance_id: String,
     background: &Background,
     acks: Arc<RevocationAcks>,
 ) -> anyhow::Result<AppState> {
-    let instance_id = Uuid::new_v4().simple().to_string()[..12].to_owned();
     let store = Store::connect(&settings.database)?;
     let metrics = Arc::new(Metrics::new());
     metrics.register_gateway_routes(settings.gateway.routes.iter().map(|r| r.prefix.as_str()));
