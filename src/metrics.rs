@@ -14,6 +14,10 @@ use prometheus::{
 
 use crate::auth::{AuthCache, LastUsedRecorder};
 
+mod route;
+
+pub use route::{method_label, observe_unrouted, RouteMetrics};
+
 /// Seconds, from 100 µs: the auth hot path answers in well under a millisecond.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
