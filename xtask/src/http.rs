@@ -48,36 +48,65 @@ fn split_url(url: &str) -> Result<(&str, &str)> {
     })
 }
 
+/// A connection opened ahead of its one request, so what a caller times (or fires at several
+/// servers at once) is the request itself, not the TCP handshake.
+pub struct Prepared {
+    stream: TcpStream,
+    url: String,
+}
+
+/// Connects to `url`'s server; the request goes with [`Prepared::send`].
+pub fn prepare(url: &str) -> Result<Prepared> {
+    let (authority, _) = split_url(url)?;
+    let stream =
+        TcpStream::connect(authority).with_context(|| format!("cannot connect to {url}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    Ok(Prepared {
+        stream,
+        url: url.to_owned(),
+    })
+}
+
+impl Prepared {
+    pub fn send(
+        mut self,
+        method: &str,
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Response> {
+        let url = self.url.as_str();
+        let (authority, path) = split_url(url)?;
+        let mut head =
+            format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+        if let Some(token) = bearer {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        let payload = body.map(Value::to_string).unwrap_or_default();
+        if body.is_some() {
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                payload.len()
+            ));
+        }
+        head.push_str("\r\n");
+        // One write: a request split over two segments can wait on delayed ACKs.
+        head.push_str(&payload);
+        self.stream.write_all(head.as_bytes())?;
+        let mut raw = Vec::new();
+        self.stream
+            .read_to_end(&mut raw)
+            .with_context(|| format!("{method} {url}: reading the response"))?;
+        parse(&raw).with_context(|| format!("{method} {url}"))
+    }
+}
+
 pub fn request(
     method: &str,
     url: &str,
     bearer: Option<&str>,
     body: Option<&Value>,
 ) -> Result<Response> {
-    let (authority, path) = split_url(url)?;
-    let mut stream =
-        TcpStream::connect(authority).with_context(|| format!("{method} {url}: cannot connect"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
-    if let Some(token) = bearer {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let payload = body.map(Value::to_string).unwrap_or_default();
-    if body.is_some() {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            payload.len()
-        ));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(payload.as_bytes())?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .with_context(|| format!("{method} {url}: reading the response"))?;
-    parse(&raw).with_context(|| format!("{method} {url}"))
+    prepare(url)?.send(method, bearer, body)
 }
 
 pub fn get(url: &str, bearer: Option<&str>) -> Result<Response> {
