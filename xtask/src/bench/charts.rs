@@ -207,7 +207,10 @@ pub fn fleet_svg(rows: &[FleetRow]) -> Result<String> {
             .build_cartesian_2d((0..right).with_key_points(sizes), 0.0..top * 1.25)?;
         chart
             .configure_mesh()
-            .x_desc("instances")
+            .x_desc(format!(
+                "instances on one database ({} revokes each)",
+                rows[0].revokes
+            ))
             .y_desc("DELETE latency, ms")
             .y_label_formatter(&|y| format!("{y:.0}"))
             .light_line_style(TRANSPARENT)
@@ -359,7 +362,7 @@ mod tests {
             "DELETE p50",
             "DELETE p99",
             "target: p99 ≤ 10 ms at 20 instances",
-            "instances",
+            "instances on one database (50 revokes each)",
             "23.5",
             "14.2",
             "2.1",

@@ -103,12 +103,14 @@ impl FleetRow {
         ack_timeouts: f64,
         loadavg: String,
     ) -> FleetRow {
+        // To the microsecond: the clock read around a loopback request says no more.
+        let at = |pct: f64| (parse::percentile(delete_ms, pct) * 1000.0).round() / 1000.0;
         FleetRow {
             instances,
             revokes: delete_ms.len(),
-            delete_p50_ms: parse::percentile(delete_ms, 50.0),
-            delete_p99_ms: parse::percentile(delete_ms, 99.0),
-            delete_max_ms: parse::percentile(delete_ms, 100.0),
+            delete_p50_ms: at(50.0),
+            delete_p99_ms: at(99.0),
+            delete_max_ms: at(100.0),
             still_accepting,
             ack_timeouts,
             loadavg,
@@ -318,7 +320,14 @@ fn measure_size(
     let (mut delete_ms, mut still_accepting) = (Vec::new(), 0);
     for round in 0..knobs.revokes {
         process::check_interrupted()?;
-        let revoke = revoke_once(&fleet, &org, round)?;
+        let revoke = match revoke_once(&fleet, &org, round) {
+            Ok(revoke) => revoke,
+            Err(error) => {
+                // Ctrl-C stops the gateways too: then the failed request is the interruption.
+                process::check_interrupted()?;
+                return Err(error.context(format!("fleet of {n}, revoke {round}")));
+            }
+        };
         if !revoke.accepting.is_empty() {
             eprintln!(
                 "revoke {round}: instances {:?} still accepted the key after its DELETE answered",
@@ -326,7 +335,7 @@ fn measure_size(
             );
         }
         still_accepting += revoke.accepting.len();
-        delete_ms.push(revoke.delete_ms);
+        delete_ms.push((revoke.delete_ms * 1000.0).round() / 1000.0);
     }
     for gateway in &mut fleet {
         gateway.check_alive()?;
