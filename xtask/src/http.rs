@@ -187,6 +187,35 @@ mod tests {
     }
 
     #[test]
+    fn a_prepared_request_is_sent_whole_on_its_open_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/api/v1/keys/k1", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                stream.read_exact(&mut byte).unwrap();
+                head.push(byte[0]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let prepared = prepare(&url).unwrap();
+        let response = prepared.send("DELETE", Some("mk"), None).unwrap();
+        assert_eq!((response.status, response.body.as_str()), (200, "ok"));
+        let head = server.join().unwrap();
+        assert!(
+            head.starts_with("DELETE /api/v1/keys/k1 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nAuthorization: Bearer mk\r\n"), "{head}");
+        assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
+    }
+
+    #[test]
     fn urls_split_into_authority_and_path() {
         assert_eq!(
             split_url("http://127.0.0.1:80/a/b?c").unwrap(),

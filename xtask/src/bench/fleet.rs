@@ -216,8 +216,9 @@ fn revoke_once(fleet: &[Gateway], org: &Org, round: usize) -> Result<Revoke> {
     let n = fleet.len();
     let via = &fleet[round % n];
     let (key, _) = via.create_key(org, &format!("fleet of {n}, revoke {round}"))?;
-    // Twice on each: the first use is a miss (a Postgres lookup), the second a cache hit, so
-    // every instance holds the key as valid when the DELETE goes out.
+    // Twice on each: on the instances that did not create it the first use is a miss (a
+    // Postgres lookup) and the second a cache hit, so every instance holds the key as valid
+    // when the DELETE goes out.
     let mut key_id = None;
     for (i, gateway) in fleet.iter().enumerate() {
         for _ in 0..2 {
