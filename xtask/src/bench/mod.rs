@@ -10,7 +10,12 @@
 //!      times it, run in release with more rounds (the measurement exists only there);
 //!   4. the summary table, written to target/bench-summary.md (summary.rs);
 //!   5. what forwarding costs: a static nginx upstream, direct against through the gateway
-//!      (forwarding.rs), appended to the table.
+//!      (forwarding.rs), appended to the table;
+//!   6. the shared rate-limit store against the local one (rate_limit_store.rs), appended;
+//!   7. the fleet: DELETE latency with 2, 10 and 20 instances on one database, and whether
+//!      any instance still accepts a key once its DELETE answered (fleet.rs), appended;
+//!   8. the charts, from the JSON of the stages above (charts.rs), into target/bench/ and
+//!      docs/bench/.
 //!
 //! Raw outputs stay in target/bench/. Databases are dropped and servers stopped at the end,
 //! on failure and on Ctrl-C too.
@@ -19,6 +24,8 @@
 //! generator one thread, and the table reports ratios measured side by side in this run.
 //! All load goes to 127.0.0.1 and every step is bounded in time.
 
+mod charts;
+mod fleet;
 mod forwarding;
 mod parse;
 mod rate_limit_store;
@@ -177,7 +184,34 @@ fn revoke_to_refused(revokes: u64, raw: &Path) -> Result<Value> {
     Ok(serde_json::from_str(&std::fs::read_to_string(&report)?)?)
 }
 
+/// `cargo xtask charts` (`BENCH_ONLY=charts`): redraws the charts from target/bench/*.json.
+pub fn charts_only() -> Result<()> {
+    charts::draw(&target_dir().join("bench"), &charts::docs_dir())?;
+    Ok(())
+}
+
+/// `make bench-fleet` (`cargo xtask fleet`, `BENCH_ONLY=fleet`): the fleet stage alone, then
+/// the charts. Other stages' outputs in target/bench/ are kept.
+pub fn fleet_only() -> Result<()> {
+    let knobs = fleet::FleetKnobs::from_env()?;
+    let binary = build_gateway("release")?;
+    let bench_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&bench_dir)?;
+    let table = fleet::measure(&knobs, &binary, &bench_dir)?;
+    eprintln!(
+        "\n==> fleet summary (also in {}/fleet/table.md)",
+        bench_dir.display()
+    );
+    println!("{table}");
+    charts_only()
+}
+
 pub fn run() -> Result<()> {
+    match env_or("BENCH_ONLY", "").as_str() {
+        "charts" => return charts_only(),
+        "fleet" => return fleet_only(),
+        _ => {}
+    }
     let knobs = Knobs::from_env()?;
     eprintln!("==> load generators");
     let tools = Tools {
@@ -249,5 +283,14 @@ pub fn run() -> Result<()> {
         .append(true)
         .open(&summary_path)?
         .write_all(format!("\n{store}").as_bytes())?;
+
+    let fleet = fleet::measure(&fleet::FleetKnobs::from_env()?, &binary, &raw)?;
+    println!("{fleet}");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&summary_path)?
+        .write_all(format!("\n{fleet}\n").as_bytes())?;
+
+    charts::draw(&raw, &charts::docs_dir())?;
     Ok(())
 }
