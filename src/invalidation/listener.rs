@@ -37,14 +37,19 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 const KEEPALIVE_COUNT: u32 = 3;
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The statements that make a fresh connection a listener, in order: keepalives, LISTEN (the
-/// notices, this instance's own acks, the shared ack channel of older versions), and only
-/// then the census name.
+/// The statements that make a fresh connection a listener, in order: keepalives, no waiting
+/// for WAL flushes, LISTEN (the notices, this instance's own acks, the shared ack channel of
+/// older versions), and only then the census name.
+///
+/// `synchronous_commit = off`: Postgres gives every transaction that sends a NOTIFY an XID, so
+/// each ack commits a WAL record, and with the default setting waits for it to reach disk —
+/// an fsync per instance per revoke, on the revoke's critical path. An ack is worth nothing
+/// after a crash (the revoker's wait ends with the connection), so this session doesn't wait.
 fn listen_statements(instance_id: &str, own_acks: &str) -> String {
     format!(
         "SET tcp_keepalives_idle = {idle}; SET tcp_keepalives_interval = {interval}; \
          SET tcp_keepalives_count = {KEEPALIVE_COUNT}; SET tcp_user_timeout = {user_timeout}; \
-         LISTEN {REVOCATION_CHANNEL}; LISTEN {own_acks}; LISTEN {SHARED_ACK_CHANNEL}; \
+         SET synchronous_commit = off; LISTEN {REVOCATION_CHANNEL}; LISTEN {own_acks}; LISTEN {SHARED_ACK_CHANNEL}; \
          SET application_name = '{name}'",
         idle = KEEPALIVE_IDLE.as_secs(),
         interval = KEEPALIVE_INTERVAL.as_secs(),
@@ -106,6 +111,7 @@ struct ListeningSession {
     keepalives_interval: String,
     keepalives_count: String,
     user_timeout: String,
+    synchronous_commit: String,
 }
 
 pub struct InvalidationListener {
@@ -187,6 +193,7 @@ impl InvalidationListener {
             tcp_keepalives_interval = %session.keepalives_interval,
             tcp_keepalives_count = %session.keepalives_count,
             tcp_user_timeout = %session.user_timeout,
+            synchronous_commit = %session.synchronous_commit,
             "invalidation listener up"
         );
 
@@ -231,7 +238,8 @@ impl InvalidationListener {
                     "SELECT pg_backend_pid(), current_setting('tcp_keepalives_idle'),
                             current_setting('tcp_keepalives_interval'),
                             current_setting('tcp_keepalives_count'),
-                            current_setting('tcp_user_timeout')",
+                            current_setting('tcp_user_timeout'),
+                            current_setting('synchronous_commit')",
                     &[],
                 )
                 .await?;
@@ -243,6 +251,7 @@ impl InvalidationListener {
                 keepalives_interval: row.get(2),
                 keepalives_count: row.get(3),
                 user_timeout: row.get(4),
+                synchronous_commit: row.get(5),
             })
         };
         match tokio::time::timeout(self.settings.database.pool_timeout, setup).await {

@@ -470,6 +470,8 @@ async fn the_listening_backend_runs_with_keepalives_that_drop_a_vanished_host_wi
     assert_eq!(up["tcp_keepalives_interval"], "2", "{up}");
     assert_eq!(up["tcp_keepalives_count"], "3", "{up}");
     assert_eq!(up["tcp_user_timeout"], "10000", "{up}");
+    // Acks don't wait for a WAL flush (each NOTIFY transaction commits a record).
+    assert_eq!(up["synchronous_commit"], "off", "{up}");
 }
 
 // ---- Coalescing while distrusted --------------------------------------------------------
