@@ -13,7 +13,7 @@ SHELL := /bin/bash
 CARGO_TEST = url="$$(scripts/ensure-db.sh)" && redis="$$(scripts/ensure-redis.sh)" && \
 	DATABASE_URL="$$url" REDIS_URL="$$redis" cargo test
 
-.PHONY: help run test fmt lint ci db db-stop bench nginx-check dashboards load fuzz
+.PHONY: help run test fmt lint ci db db-stop bench bench-fleet charts nginx-check dashboards load fuzz
 
 ## help: list the targets
 help:
@@ -53,6 +53,14 @@ load:
 ## bench: release build, fresh database, load tests + in-process benches + gateway forwarding cost; table in target/bench-summary.md
 bench:
 	cargo xtask bench
+
+## bench-fleet: 2, 10 and 20 release gateways on one fresh database: DELETE p50/p99 and instances still accepting after it (target/bench/fleet.json), then the charts
+bench-fleet:
+	cargo xtask fleet
+
+## charts: redraw the charts of make bench from target/bench/*.json into docs/bench/
+charts:
+	cargo xtask charts
 
 ## nginx-check: real nginx (installed if missing) with auth_request against the gateway
 nginx-check:

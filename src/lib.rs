@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client_addr;
 pub mod configuration;
 pub mod domain;
+pub mod edge;
 pub mod error;
 pub mod gateway;
 pub mod invalidation;

@@ -14,6 +14,10 @@ use prometheus::{
 
 use crate::auth::{AuthCache, LastUsedRecorder};
 
+mod route;
+
+pub use route::{method_label, observe_unrouted, RouteMetrics};
+
 /// Seconds, from 100 µs: the auth hot path answers in well under a millisecond.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -116,6 +120,7 @@ pub struct Metrics {
     pub keys_revoked: IntCounter,
     pub keys_rolled: IntCounter,
     pub revocation_ack_timeouts: IntCounter,
+    pub revocation_acks_received: IntCounter,
     pub org_actors: IntGauge,
     pub last_used_flush_duration: Histogram,
     pub last_used_flush_errors: IntCounter,
@@ -235,6 +240,10 @@ impl Metrics {
             revocation_ack_timeouts: counter(
                 "logstitch_revocation_ack_timeouts_total",
                 "Revocations answered before every listening instance acknowledged (ack timeout)",
+            ),
+            revocation_acks_received: counter(
+                "logstitch_revocation_acks_received_total",
+                "Acknowledgements of revocations heard by this instance (only its own revocations' acks are addressed to it)",
             ),
             org_actors: gauge(
                 "logstitch_org_actors",

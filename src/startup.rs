@@ -16,13 +16,13 @@ use crate::actors::OrgActors;
 use crate::auth::cache_settings;
 use crate::auth::{AuthCache, LastUsedRecorder};
 use crate::configuration::Settings;
+use crate::edge;
 use crate::gateway::{self, FailedAuthThrottle, KeyRateLimits};
 use crate::invalidation::{InvalidationListener, ListenerStatus, RevocationAcks};
 use crate::metrics::Metrics;
 use crate::request_id::assign_request_id;
 use crate::routes;
 use crate::store::{run_migrations, Store};
-use crate::telemetry;
 
 /// What every handler can reach. Cheap to share: everything inside is a handle.
 pub struct AppState {
@@ -131,8 +131,9 @@ impl Application {
             .transpose()?;
         let settings = Arc::new(settings);
         let mut background = Background::new();
-        let acks = Arc::new(RevocationAcks::default());
-        let state = web::Data::new(app_state(settings, &background, acks.clone())?);
+        let instance_id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let acks = Arc::new(RevocationAcks::new(instance_id.clone()));
+        let state = web::Data::new(app_state(settings, instance_id, &background, acks.clone())?);
 
         let port = listener.local_addr()?.port();
         let public = public_server(state.clone(), listener)?;
@@ -238,10 +239,10 @@ pub use crate::invalidation::listener_application_name;
 /// The shared state: store, cache, actors, limits. Spawns nothing (actors start on demand).
 fn app_state(
     settings: Arc<Settings>,
+    instance_id: String,
     background: &Background,
     acks: Arc<RevocationAcks>,
 ) -> anyhow::Result<AppState> {
-    let instance_id = Uuid::new_v4().simple().to_string()[..12].to_owned();
     let store = Store::connect(&settings.database)?;
     let metrics = Arc::new(Metrics::new());
     metrics.register_gateway_routes(settings.gateway.routes.iter().map(|r| r.prefix.as_str()));
@@ -275,8 +276,8 @@ fn app_state(
     })
 }
 
-/// The public server: every route, behind request id → observe → bare-error envelope →
-/// path normalisation.
+/// The public server: every route, behind [`edge::every_request`] (request id, path
+/// normalisation, bare-405 envelope, metrics and log line).
 fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
     let settings = state.settings.clone();
     let options = routes::RouteOptions {
@@ -292,12 +293,7 @@ fn public_server(state: web::Data<AppState>, listener: TcpListener) -> std::io::
             .app_data(routes::json_config(max_body))
             .app_data(body_timeout)
             .app_data(web::Data::new(gateway::Upstreams::new()))
-            // Innermost: the path is normalised just before routing, and its refusal
-            // still gets a request id and a log line.
-            .wrap(from_fn(gateway::normalize_path))
-            .wrap(from_fn(routes::envelope_bare_errors))
-            .wrap(from_fn(telemetry::observe))
-            .wrap(from_fn(assign_request_id))
+            .wrap(from_fn(edge::every_request))
             .configure(|cfg| routes::configure(cfg, options, &gateway_routes))
             .default_service(web::to(routes::not_found))
     })

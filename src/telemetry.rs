@@ -2,17 +2,15 @@
 //! (default `info`), human or JSON lines per `log.format`.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::Duration;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::ConnectionType;
-use actix_web::middleware::Next;
-use actix_web::{web, Error, HttpMessage};
+use actix_web::dev::ServiceResponse;
+use actix_web::http::{ConnectionType, StatusCode};
+use actix_web::{web, HttpMessage, HttpRequest};
 use tracing_subscriber::EnvFilter;
 
 use crate::configuration::LogFormat;
-use crate::metrics::UNMATCHED_ROUTE;
+use crate::metrics::{observe_unrouted, RouteMetrics, UNMATCHED_ROUTE};
 use crate::request_id::RequestId;
 use crate::startup::AppState;
 
@@ -31,61 +29,52 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// Middleware: one metric sample and one log line per request. The route label is the
-/// matched pattern, never the raw path.
-pub async fn observe(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let started = Instant::now();
-    let mut response = next.call(req).await?;
-    let elapsed = started.elapsed();
+/// One metric sample and one log line per request, once its answer is known. The route label
+/// is the matched pattern, never the raw path. The common case costs a few atomic increments:
+/// the route's metric handles are its own ([`RouteMetrics`]), and what only the log line
+/// needs is computed only when the line is written. While draining, the connection closes
+/// after this answer.
+pub fn observe<B>(response: &mut ServiceResponse<B>, elapsed: Duration) {
     let request = response.request();
-    let route = request.match_pattern();
-    let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
     let status = response.status();
-    let state = request.app_data::<web::Data<AppState>>().cloned();
-    if let Some(state) = &state {
-        state
-            .metrics
-            .http_requests
-            .with_label_values(&[request.method().as_str(), route, status.as_str()])
-            .inc();
-        state
-            .metrics
-            .http_request_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+    let Some(state) = request.app_data::<web::Data<AppState>>() else {
+        return;
+    };
+    match request.app_data::<RouteMetrics>() {
+        Some(route) => route.observe(&state.metrics, request, status, elapsed),
+        None => observe_unrouted(&state.metrics, request, status, elapsed),
     }
-    let extensions = request.extensions();
-    let request_id = extensions.get::<RequestId>().copied();
-    let client_ip = state.as_ref().and_then(|state| {
-        state
-            .settings
-            .server
-            .trusted_proxies
-            .client_ip(request.peer_addr(), request.headers())
-    });
-    let organization_id = extensions
-        .get::<crate::auth::AuthOutcome>()
-        .and_then(|outcome| outcome.0.as_ref().ok())
-        .map(|identity| identity.organization_id.to_string());
-    tracing::info!(
-        request_id = request_id.as_ref().map(RequestId::as_str),
-        method = %request.method(),
-        route,
-        status = status.as_u16(),
-        latency_us = elapsed.as_micros() as u64,
-        organization_id = organization_id.as_deref(),
-        client_ip = client_ip.map(tracing::field::display),
-        "request"
-    );
-    drop(extensions);
-    if state.is_some_and(|state| state.draining.load(Ordering::Acquire)) {
+    if tracing::enabled!(tracing::Level::INFO) {
+        log_request(request, status, elapsed, state);
+    }
+    if state.draining.load(Ordering::Acquire) {
         response
             .response_mut()
             .head_mut()
             .set_connection_type(ConnectionType::Close);
     }
-    Ok(response)
+}
+
+fn log_request(request: &HttpRequest, status: StatusCode, elapsed: Duration, state: &AppState) {
+    let route = request.match_pattern();
+    let client_ip = state
+        .settings
+        .server
+        .trusted_proxies
+        .client_ip(request.peer_addr(), request.headers());
+    let organization_id = request
+        .extensions()
+        .get::<crate::auth::AuthOutcome>()
+        .and_then(|outcome| outcome.0.as_ref().ok())
+        .map(|identity| identity.organization_id);
+    tracing::info!(
+        request_id = RequestId::current().as_str(),
+        method = %request.method(),
+        route = route.as_deref().unwrap_or(UNMATCHED_ROUTE),
+        status = status.as_u16(),
+        latency_us = elapsed.as_micros() as u64,
+        organization_id = organization_id.map(tracing::field::display),
+        client_ip = client_ip.map(tracing::field::display),
+        "request"
+    );
 }

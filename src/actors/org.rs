@@ -267,7 +267,7 @@ impl Handler<RevokeKey> for OrgActor {
                 // Registered before the commit, so no acknowledgement can arrive unseen.
                 let waiter = acks.expect(uuid::Uuid::new_v4());
                 let outcome = store
-                    .revoke_key(org, msg.scope, msg.key_id, waiter.id(), &msg.context)
+                    .revoke_key(org, msg.scope, msg.key_id, &waiter.address(), &msg.context)
                     .await?;
                 // Before the DELETE answers, this instance already refuses the key...
                 cache
@@ -321,7 +321,9 @@ impl Handler<RollKey> for OrgActor {
                     new_key: &key,
                     now: Utc::now(),
                 };
-                let outcome = store.roll_key(roll, max, waiter.id(), &msg.context).await?;
+                let outcome = store
+                    .roll_key(roll, max, &waiter.address(), &msg.context)
+                    .await?;
                 // The old key's cached entry (without its new expiry) goes before the answer,
                 // here at once and on every listening instance before `conclude` returns.
                 cache

@@ -1,7 +1,9 @@
 //! lastUsedAt without a database write per request: uses are remembered in memory and
 //! written in one statement per flush (every `last_used.flush_interval_ms`, early when
 //! `max_pending` distinct keys are waiting, and on shutdown). lastUsedAt may lag by one
-//! interval; memory is bounded by `max_pending` entries.
+//! interval; memory is bounded by `max_pending` entries. A use is stamped with the monotonic
+//! clock (half the cost of a wall-clock read on the hot path) and turned into wall time when
+//! its batch is written.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 pub struct LastUsedRecorder {
-    pending: Mutex<HashMap<KeyId, DateTime<Utc>>>,
+    pending: Mutex<HashMap<KeyId, Instant>>,
     max_pending: usize,
     full: Notify,
 }
@@ -32,7 +34,7 @@ impl LastUsedRecorder {
     /// Called on every authenticated request: one short lock, no I/O.
     /// Returns false when the use was dropped because the buffer is full.
     pub fn record(&self, key: KeyId) -> bool {
-        let now = Utc::now();
+        let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.len() >= self.max_pending && !pending.contains_key(&key) {
             // Over the bound: this use is dropped (lastUsedAt lags one flush more), and the
@@ -59,8 +61,11 @@ impl LastUsedRecorder {
             return Ok(0);
         }
         let started = Instant::now();
-        let (ids, times): (Vec<_>, Vec<_>) =
-            batch.iter().map(|(id, at)| (id.as_uuid(), *at)).unzip();
+        let wall_now = Utc::now();
+        let (ids, times): (Vec<_>, Vec<_>) = batch
+            .iter()
+            .map(|(id, at)| (id.as_uuid(), wall_time(*at, started, wall_now)))
+            .unzip();
         let result = store.record_last_used(&ids, &times).await;
         metrics
             .last_used_flush_duration
@@ -94,9 +99,31 @@ impl LastUsedRecorder {
     }
 }
 
+/// The wall time of the monotonic instant `at`, given one reading of both clocks.
+fn wall_time(at: Instant, now: Instant, wall_now: DateTime<Utc>) -> DateTime<Utc> {
+    let ago = now.saturating_duration_since(at);
+    wall_now - chrono::Duration::from_std(ago).unwrap_or(chrono::Duration::zero())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_use_is_written_at_the_wall_time_it_happened() {
+        let now = Instant::now();
+        let wall_now = Utc::now();
+        let at = now - Duration::from_millis(1500);
+        assert_eq!(
+            wall_time(at, now, wall_now),
+            wall_now - chrono::Duration::milliseconds(1500)
+        );
+        // A use stamped after the reading (a race with the flush) is "now", never the future.
+        assert_eq!(
+            wall_time(now + Duration::from_secs(1), now, wall_now),
+            wall_now
+        );
+    }
 
     #[test]
     fn repeated_uses_of_one_key_take_one_slot() {

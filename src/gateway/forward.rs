@@ -49,7 +49,7 @@ pub fn configure<'a>(
             label: route.prefix.clone(),
         };
         cfg.service(
-            web::resource(format!("{}{{tail:(/.*)?}}", route.prefix))
+            crate::routes::resource(&format!("{}{{tail:(/.*)?}}", route.prefix))
                 .app_data(web::Data::new(target))
                 .wrap(from_fn(authenticate))
                 .route(web::route().to(forward)),

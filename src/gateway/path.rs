@@ -11,11 +11,8 @@
 
 use std::borrow::Cow;
 
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceRequest;
 use actix_web::http::uri::{PathAndQuery, Uri};
-use actix_web::middleware::Next;
-use actix_web::{Error, ResponseError};
 
 use crate::error::{ApiError, FieldError};
 
@@ -134,33 +131,23 @@ fn is_unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
 
-/// Middleware, outside the router: rewrites the request's path to its normal form (so routes
-/// match it and the gateway forwards it), or answers 400 `validation_error` without routing.
-pub async fn normalize_path(
-    mut req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    let normalized = match normalize(req.path()) {
-        Ok(Cow::Borrowed(_)) => None,
-        Ok(Cow::Owned(path)) => Some(path),
+/// Before routing: rewrites the request's path to its normal form (so routes match it and
+/// the gateway forwards it), or refuses it: 400 `validation_error`, not routed.
+pub fn normalize_request(req: &mut ServiceRequest) -> Result<(), ApiError> {
+    let path = match normalize(req.path()) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(path)) => path,
         Err(problem) => {
-            let error = ApiError::validation(
+            return Err(ApiError::validation(
                 "Invalid request path",
                 vec![FieldError::new("path", problem.to_string())],
-            );
-            return Ok(req
-                .into_response(error.error_response())
-                .map_into_right_body());
+            ))
         }
     };
-    if let Some(path) = normalized {
-        let uri = with_path(req.uri(), &path);
-        req.match_info_mut().get_mut().update(&uri);
-        req.head_mut().uri = uri;
-    }
-    next.call(req)
-        .await
-        .map(ServiceResponse::map_into_left_body)
+    let uri = with_path(req.uri(), &path);
+    req.match_info_mut().get_mut().update(&uri);
+    req.head_mut().uri = uri;
+    Ok(())
 }
 
 fn with_path(uri: &Uri, path: &str) -> Uri {

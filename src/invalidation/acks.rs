@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::domain::KeyHash;
+
 #[derive(Default)]
 struct Received {
     instances: Mutex<HashSet<String>>,
@@ -14,12 +16,35 @@ struct Received {
 }
 
 /// Revocations this instance is waiting on, by revocation id.
-#[derive(Default)]
 pub struct RevocationAcks {
+    /// Where this instance's acks are addressed: its instance id.
+    instance_id: String,
     waiting: Mutex<HashMap<Uuid, Arc<Received>>>,
 }
 
+/// What a revocation notice carries besides the key's hash: which revocation it is, and the
+/// instance whose ack channel its acknowledgements go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckAddress {
+    pub revocation: Uuid,
+    pub reply_to: String,
+}
+
+impl AckAddress {
+    /// The notice's payload: `<hex hash>:<revocation id>:<revoker's instance id>`.
+    pub fn notice(&self, hash: KeyHash) -> String {
+        format!("{}:{}:{}", hash.to_hex(), self.revocation, self.reply_to)
+    }
+}
+
 impl RevocationAcks {
+    pub fn new(instance_id: String) -> RevocationAcks {
+        RevocationAcks {
+            instance_id,
+            waiting: Mutex::default(),
+        }
+    }
+
     /// Starts collecting acks for `id`. Call before the revocation commits, so no ack can
     /// arrive unseen; the returned waiter stops collecting when dropped.
     pub fn expect(self: &Arc<Self>, id: Uuid) -> AckWaiter {
@@ -32,9 +57,14 @@ impl RevocationAcks {
         }
     }
 
-    /// An ack heard on the channel: `<revocation id>:<instance id>`. Others' acks are ignored.
+    /// An ack heard on an ack channel: `<revocation id>:<instance id>`. Acks of revocations
+    /// not waited for are ignored. The instance id is the last field: an instance of a version
+    /// before addressed acks echoes the whole tail of the notice (`<revocation id>:<revoker>`)
+    /// before its own id.
     pub fn record(&self, payload: &str) {
-        let Some((id, instance)) = payload.split_once(':') else {
+        let (Some((id, _)), Some((_, instance))) =
+            (payload.split_once(':'), payload.rsplit_once(':'))
+        else {
             return;
         };
         let Ok(id) = Uuid::parse_str(id) else {
@@ -63,8 +93,12 @@ pub struct AckWaiter {
 }
 
 impl AckWaiter {
-    pub fn id(&self) -> Uuid {
-        self.id
+    /// For the notice: this revocation, acknowledged to this instance.
+    pub fn address(&self) -> AckAddress {
+        AckAddress {
+            revocation: self.id,
+            reply_to: self.acks.instance_id.clone(),
+        }
     }
 
     /// Ok once every instance in `expected` has acknowledged; when `timeout` runs out first,
@@ -114,7 +148,7 @@ mod tests {
 
     #[tokio::test]
     async fn completes_when_every_expected_instance_acked() {
-        let acks = Arc::new(RevocationAcks::default());
+        let acks = Arc::new(RevocationAcks::new("z".to_owned()));
         let id = Uuid::new_v4();
         let waiter = acks.expect(id);
         let expected = vec!["a".to_owned(), "b".to_owned()];
@@ -135,7 +169,7 @@ mod tests {
 
     #[tokio::test]
     async fn times_out_when_an_instance_never_acks() {
-        let acks = Arc::new(RevocationAcks::default());
+        let acks = Arc::new(RevocationAcks::new("z".to_owned()));
         let id = Uuid::new_v4();
         let waiter = acks.expect(id);
         acks.record(&format!("{id}:a"));
@@ -151,10 +185,39 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_expected_completes_at_once_and_drop_unregisters() {
-        let acks = Arc::new(RevocationAcks::default());
+        let acks = Arc::new(RevocationAcks::new("z".to_owned()));
         let waiter = acks.expect(Uuid::new_v4());
         assert_eq!(waiter.wait_for(&[], Duration::ZERO).await, Ok(()));
         drop(waiter);
         assert!(acks.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_old_version_echoing_the_whole_notice_tail_is_still_counted() {
+        let acks = Arc::new(RevocationAcks::new("z".to_owned()));
+        let waiter = acks.expect(Uuid::new_v4());
+        let address = waiter.address();
+        assert_eq!(address.reply_to, "z");
+        // `<revocation id>:<revoker>` as an old listener parsed it, then its own id.
+        acks.record(&format!("{}:{}:old", address.revocation, address.reply_to));
+        assert_eq!(
+            waiter
+                .wait_for(&["old".to_owned()], Duration::from_secs(5))
+                .await,
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_notice_names_hash_revocation_and_revoker() {
+        let hash = KeyHash::of("ls_proj_anything");
+        let address = AckAddress {
+            revocation: Uuid::nil(),
+            reply_to: "abc123".to_owned(),
+        };
+        assert_eq!(
+            address.notice(hash),
+            format!("{}:{}:abc123", hash.to_hex(), Uuid::nil())
+        );
     }
 }

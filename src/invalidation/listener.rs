@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
-use super::{RevocationAcks, ACK_CHANNEL, LISTENER_NAME_PREFIX, REVOCATION_CHANNEL};
+use super::{
+    ack_channel, RevocationAcks, LISTENER_NAME_PREFIX, REVOCATION_CHANNEL, SHARED_ACK_CHANNEL,
+};
 use crate::auth::{AuthCache, InvalidationSource};
 use crate::configuration::Settings;
 use crate::domain::KeyHash;
@@ -35,18 +37,48 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 const KEEPALIVE_COUNT: u32 = 3;
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The statements that make a fresh connection a listener, in order: keepalives, LISTEN, and
-/// only then the census name.
-fn listen_statements(instance_id: &str) -> String {
+/// The statements that make a fresh connection a listener, in order: keepalives, no waiting
+/// for WAL flushes, LISTEN (the notices, this instance's own acks, the shared ack channel of
+/// older versions), and only then the census name.
+///
+/// `synchronous_commit = off`: Postgres gives every transaction that sends a NOTIFY an XID, so
+/// each ack commits a WAL record, and with the default setting waits for it to reach disk —
+/// an fsync per instance per revoke, on the revoke's critical path. An ack is worth nothing
+/// after a crash (the revoker's wait ends with the connection), so this session doesn't wait.
+fn listen_statements(instance_id: &str, own_acks: &str) -> String {
     format!(
         "SET tcp_keepalives_idle = {idle}; SET tcp_keepalives_interval = {interval}; \
          SET tcp_keepalives_count = {KEEPALIVE_COUNT}; SET tcp_user_timeout = {user_timeout}; \
-         LISTEN {REVOCATION_CHANNEL}; LISTEN {ACK_CHANNEL}; SET application_name = '{name}'",
+         SET synchronous_commit = off; LISTEN {REVOCATION_CHANNEL}; LISTEN {own_acks}; LISTEN {SHARED_ACK_CHANNEL}; \
+         SET application_name = '{name}'",
         idle = KEEPALIVE_IDLE.as_secs(),
         interval = KEEPALIVE_INTERVAL.as_secs(),
         user_timeout = TCP_USER_TIMEOUT.as_millis(),
         name = listener_application_name(instance_id),
     )
+}
+
+/// A revocation notice, parsed: `<hex hash>[:<revocation id>[:<revoker's instance id>]]`.
+#[derive(Debug, PartialEq, Eq)]
+struct Notice<'a> {
+    hash: KeyHash,
+    /// The revocation to acknowledge, and the channel to acknowledge it on; None: no ack.
+    ack: Option<(&'a str, String)>,
+}
+
+impl<'a> Notice<'a> {
+    fn parse(payload: &'a str) -> Option<Notice<'a>> {
+        let mut fields = payload.splitn(3, ':');
+        let hash = KeyHash::from_hex(fields.next()?)?;
+        let revocation = fields.next().filter(|revocation| !revocation.is_empty());
+        let ack = match (revocation, fields.next()) {
+            (None, _) => None,
+            // A revoker of a version before addressed acks waits on the shared channel.
+            (Some(revocation), None) => Some((revocation, SHARED_ACK_CHANNEL.to_owned())),
+            (Some(revocation), Some(revoker)) => Some((revocation, ack_channel(revoker)?)),
+        };
+        Some(Notice { hash, ack })
+    }
 }
 
 /// The `application_name` of a listening connection. It takes this name only once LISTEN is
@@ -70,17 +102,21 @@ impl ListenerStatus {
     }
 }
 
-/// What the listening backend reports about itself once set up.
+/// What the listening backend reports about itself once set up, and the acknowledgement
+/// statement, prepared once so each ack is a single round trip.
 struct ListeningSession {
+    ack: Statement,
     backend_pid: i32,
     keepalives_idle: String,
     keepalives_interval: String,
     keepalives_count: String,
     user_timeout: String,
+    synchronous_commit: String,
 }
 
 pub struct InvalidationListener {
     pub settings: Arc<Settings>,
+    /// Also names this instance's ack channel, so it must pass [`ack_channel`]'s check.
     pub instance_id: String,
     pub cache: Arc<AuthCache>,
     pub acks: Arc<RevocationAcks>,
@@ -157,6 +193,7 @@ impl InvalidationListener {
             tcp_keepalives_interval = %session.keepalives_interval,
             tcp_keepalives_count = %session.keepalives_count,
             tcp_user_timeout = %session.user_timeout,
+            synchronous_commit = %session.synchronous_commit,
             "invalidation listener up"
         );
 
@@ -167,7 +204,7 @@ impl InvalidationListener {
             tokio::select! {
                 notice = received.recv() => match notice {
                     Some((channel, payload)) => {
-                        if let Err(error) = self.handle(&client, &channel, &payload).await {
+                        if let Err(error) = self.handle(&client, &session.ack, &channel, &payload).await {
                             break error;
                         }
                     }
@@ -191,25 +228,30 @@ impl InvalidationListener {
     /// Keepalives, LISTEN and the census name (within the connect timeout), then the
     /// session's settings read back.
     async fn start_listening(&self, client: &Client) -> Result<ListeningSession, anyhow::Error> {
+        let own_acks = self.own_ack_channel()?;
         let setup = async {
             client
-                .batch_execute(&listen_statements(&self.instance_id))
+                .batch_execute(&listen_statements(&self.instance_id, &own_acks))
                 .await?;
             let row = client
                 .query_one(
                     "SELECT pg_backend_pid(), current_setting('tcp_keepalives_idle'),
                             current_setting('tcp_keepalives_interval'),
                             current_setting('tcp_keepalives_count'),
-                            current_setting('tcp_user_timeout')",
+                            current_setting('tcp_user_timeout'),
+                            current_setting('synchronous_commit')",
                     &[],
                 )
                 .await?;
+            let ack = client.prepare("SELECT pg_notify($1, $2)").await?;
             Ok::<_, tokio_postgres::Error>(ListeningSession {
+                ack,
                 backend_pid: row.get(0),
                 keepalives_idle: row.get(1),
                 keepalives_interval: row.get(2),
                 keepalives_count: row.get(3),
                 user_timeout: row.get(4),
+                synchronous_commit: row.get(5),
             })
         };
         match tokio::time::timeout(self.settings.database.pool_timeout, setup).await {
@@ -220,13 +262,29 @@ impl InvalidationListener {
         }
     }
 
-    async fn handle(&self, client: &Client, channel: &str, payload: &str) -> anyhow::Result<()> {
-        if channel == ACK_CHANNEL {
+    fn own_ack_channel(&self) -> anyhow::Result<String> {
+        ack_channel(&self.instance_id).ok_or_else(|| {
+            anyhow::anyhow!(
+                "instance id {:?} can't name an ack channel",
+                self.instance_id
+            )
+        })
+    }
+
+    async fn handle(
+        &self,
+        client: &Client,
+        ack_statement: &Statement,
+        channel: &str,
+        payload: &str,
+    ) -> anyhow::Result<()> {
+        if channel != REVOCATION_CHANNEL {
+            // Only this instance's own ack channel and the shared one are listened to.
+            self.metrics.revocation_acks_received.inc();
             self.acks.record(payload);
             return Ok(());
         }
-        let (hash, revocation) = payload.split_once(':').unwrap_or((payload, ""));
-        let Some(hash) = KeyHash::from_hex(hash) else {
+        let Some(notice) = Notice::parse(payload) else {
             tracing::warn!(
                 payload_len = payload.len(),
                 "ignored malformed revocation notice"
@@ -234,13 +292,13 @@ impl InvalidationListener {
             return Ok(());
         };
         self.cache
-            .invalidate(hash, InvalidationSource::Notify)
+            .invalidate(notice.hash, InvalidationSource::Notify)
             .await;
-        if !revocation.is_empty() {
+        if let Some((revocation, channel)) = notice.ack {
             let ack = format!("{revocation}:{}", self.instance_id);
             let sent = tokio::time::timeout(
                 self.settings.database.pool_timeout,
-                client.execute("SELECT pg_notify($1, $2)", &[&ACK_CHANNEL, &ack]),
+                client.execute(ack_statement, &[&channel, &ack]),
             )
             .await;
             match sent {
@@ -250,5 +308,56 @@ impl InvalidationListener {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_is_acknowledged_to_its_revoker_only() {
+        let hash = KeyHash::of("ls_proj_anything");
+        let payload = format!("{}:rev-1:abc123", hash.to_hex());
+        assert_eq!(
+            Notice::parse(&payload),
+            Some(Notice {
+                hash,
+                ack: Some(("rev-1", "logstitch_ack_abc123".to_owned())),
+            })
+        );
+    }
+
+    #[test]
+    fn older_notices_are_acknowledged_on_the_shared_channel_or_not_at_all() {
+        let hash = KeyHash::of("ls_proj_anything");
+        let old = format!("{}:rev-1", hash.to_hex());
+        assert_eq!(
+            Notice::parse(&old).and_then(|notice| notice.ack),
+            Some(("rev-1", SHARED_ACK_CHANNEL.to_owned()))
+        );
+        let bare = hash.to_hex();
+        assert_eq!(Notice::parse(&bare), Some(Notice { hash, ack: None }));
+    }
+
+    #[test]
+    fn malformed_notices_are_refused() {
+        let hash = KeyHash::of("ls_proj_anything").to_hex();
+        for payload in [
+            "not-a-hash:rev:abc".to_owned(),
+            format!("{hash}:rev:Robert'); DROP TABLE"),
+            format!("{hash}:rev:"),
+            format!("{hash}:rev:{}", "a".repeat(33)),
+        ] {
+            assert_eq!(Notice::parse(&payload), None, "{payload}");
+        }
+    }
+
+    #[test]
+    fn a_listener_listens_on_its_own_ack_channel_before_it_takes_its_name() {
+        let statements = listen_statements("abc123", "logstitch_ack_abc123");
+        let listen = statements.find("LISTEN logstitch_ack_abc123").unwrap();
+        let named = statements.find("SET application_name").unwrap();
+        assert!(listen < named, "{statements}");
     }
 }

@@ -11,14 +11,15 @@ mod projects;
 mod timestamp;
 mod verify;
 
-use actix_web::body::{BodySize, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::body::{BodySize, EitherBody, MessageBody};
+use actix_web::dev::ServiceResponse;
 use actix_web::http::StatusCode;
-use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, Error, HttpResponse, Resource, ResponseError};
+use actix_web::middleware::from_fn;
+use actix_web::{web, HttpResponse, Resource, ResponseError};
 
 use crate::auth::authenticate;
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::RouteMetrics;
 
 pub use body::{json_config, BodyReadTimeout};
 pub use metrics::configure as configure_metrics;
@@ -81,9 +82,10 @@ pub fn configure(
     cfg.service(
         web::scope("/api/v1")
             .wrap(from_fn(authenticate))
+            // First: the hot path, matched before any pattern with a regex (`/keys/{id}`).
+            .configure(verify::configure)
             .configure(keys::configure)
             .configure(projects::configure)
-            .configure(verify::configure)
             .configure(audit::configure),
     );
 }
@@ -116,25 +118,25 @@ pub(crate) fn listed<V: serde::Serialize>(
 }
 
 /// A resource. Its unsupported methods get actix's 405 with an `Allow` header, which
-/// [`envelope_bare_errors`] dresses in the error envelope.
+/// [`envelope_bare_405`] dresses in the error envelope. Its requests are counted through
+/// its own [`RouteMetrics`].
 pub(crate) fn resource(path: &str) -> Resource {
-    web::resource(path)
+    web::resource(path).app_data(RouteMetrics::new())
 }
 
-/// Middleware: a 405 that the router made (no body, `Allow` listing the route's methods) gets
-/// the error envelope too, keeping its headers — so every answer has one.
-pub async fn envelope_bare_errors(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let response = next.call(req).await?;
+/// A 405 that the router made (no body, `Allow` listing the route's methods) gets the error
+/// envelope too, keeping its headers — so every answer has one.
+pub fn envelope_bare_405<B>(response: ServiceResponse<B>) -> ServiceResponse<EitherBody<B>>
+where
+    B: MessageBody,
+{
     let bare = response.status() == StatusCode::METHOD_NOT_ALLOWED
         && matches!(
             response.response().body().size(),
             BodySize::None | BodySize::Sized(0)
         );
     if !bare {
-        return Ok(response.map_into_left_body());
+        return response.map_into_left_body();
     }
     let error = ApiError::new(
         ErrorCode::MethodNotAllowed,
@@ -148,7 +150,7 @@ pub async fn envelope_bare_errors(
     for (name, value) in bare.headers() {
         enveloped.headers_mut().insert(name.clone(), value.clone());
     }
-    Ok(ServiceResponse::new(request, enveloped).map_into_right_body())
+    ServiceResponse::new(request, enveloped).map_into_right_body()
 }
 
 /// Unknown routes.

@@ -1,6 +1,7 @@
 //! Key rows: create, list, revoke, roll, look up by hash, and the batched lastUsedAt write.
 //! Every change writes its audit event in its own transaction.
 
+use super::cached::CachedStatements;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -11,7 +12,7 @@ use crate::auth::{Identity, KeyState};
 use crate::domain::{
     to_millis, ApiKey, DisplayName, KeyHash, KeyId, KeyPrefix, KeyType, OrgId, ProjectId,
 };
-use crate::invalidation::{LISTENER_NAME_PREFIX, REVOCATION_CHANNEL};
+use crate::invalidation::{AckAddress, LISTENER_NAME_PREFIX, REVOCATION_CHANNEL};
 
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
@@ -148,7 +149,7 @@ impl Store {
             let mut client = self.pool.get().await.map_err(StoreError::from)?;
             let tx = client.transaction().await.map_err(StoreError::from)?;
             let org = new.organization_id.as_uuid();
-            tx.execute(
+            tx.execute_cached(
                 "SELECT pg_advisory_xact_lock($1)",
                 &[&org_lock_id(new.organization_id)],
             )
@@ -156,7 +157,7 @@ impl Store {
             .map_err(StoreError::from)?;
             if let Some(project) = new.project_id {
                 let found = tx
-                    .query_opt(
+                    .query_opt_cached(
                         "SELECT 1 FROM projects WHERE id = $1 AND organization_id = $2",
                         &[&project.as_uuid(), &org],
                     )
@@ -215,7 +216,7 @@ impl Store {
         org: OrgId,
         project: Option<ProjectId>,
         key: KeyId,
-        revocation: Uuid,
+        acks: &AckAddress,
         context: &AuditContext,
     ) -> Result<RevokeOutcome, RevokeError> {
         self.within_deadline(async {
@@ -235,7 +236,7 @@ impl Store {
                     listeners: Vec::new(),
                 });
             }
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE api_keys SET revoked_at = now() WHERE id = $1",
                 &[&key.as_uuid()],
             )
@@ -249,7 +250,7 @@ impl Store {
                 project_id: target.project_id,
             };
             record_event(&tx, &change, context).await?;
-            let announced = announce_eviction(&tx, target.hash, revocation).await?;
+            let announced = announce_eviction(&tx, target.hash, acks).await?;
             tx.commit().await.map_err(StoreError::from)?;
             Ok(RevokeOutcome {
                 hash: announced.hash,
@@ -267,7 +268,7 @@ impl Store {
         &self,
         roll: RollRequest<'_>,
         max_active: i64,
-        revocation: Uuid,
+        acks: &AckAddress,
         context: &AuditContext,
     ) -> Result<RollOutcome, RollError> {
         self.within_deadline(async {
@@ -309,7 +310,7 @@ impl Store {
                 // that never expires.
                 expires_at: old.expires_at,
             };
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE api_keys SET expires_at = $2 WHERE id = $1",
                 &[&roll.old_key.as_uuid(), &old_expires_at],
             )
@@ -319,7 +320,7 @@ impl Store {
                 return Err(RollError::LimitReached(max_active));
             }
             let new_key = insert_key(&tx, &new).await?;
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE api_keys SET replaced_by = $2 WHERE id = $1",
                 &[&roll.old_key.as_uuid(), &new_key.id.as_uuid()],
             )
@@ -333,7 +334,7 @@ impl Store {
                 project_id: old.project_id,
             };
             record_event(&tx, &change, context).await?;
-            let announced = announce_eviction(&tx, old.hash, revocation).await?;
+            let announced = announce_eviction(&tx, old.hash, acks).await?;
             tx.commit().await.map_err(StoreError::from)?;
             Ok(RollOutcome {
                 new_key,
@@ -408,7 +409,7 @@ pub(super) async fn insert_key(
     new: &NewKey<'_>,
 ) -> Result<KeyRecord, StoreError> {
     let row = tx
-        .query_one(
+        .query_one_cached(
             "INSERT INTO api_keys (id, organization_id, project_id, key_type, name, prefix, key_hash,
                                    expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -484,10 +485,10 @@ async fn lock_key_in_scope(
     scope: Option<ProjectId>,
     key: KeyId,
 ) -> Result<Option<LockedKey>, StoreError> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&org_lock_id(org)])
+    tx.execute_cached("SELECT pg_advisory_xact_lock($1)", &[&org_lock_id(org)])
         .await?;
     let row = tx
-        .query_opt(
+        .query_opt_cached(
             "SELECT key_type, project_id, key_hash, name, revoked_at IS NOT NULL, expires_at,
                     replaced_by
              FROM api_keys WHERE id = $1 AND organization_id = $2 FOR UPDATE",
@@ -520,7 +521,7 @@ async fn count_active(
     now: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
     Ok(tx
-        .query_one(
+        .query_one_cached(
             "SELECT count(*) FROM api_keys
              WHERE organization_id = $1 AND revoked_at IS NULL
                AND (expires_at IS NULL OR expires_at > $2)",
@@ -535,12 +536,12 @@ async fn count_active(
 async fn announce_eviction(
     tx: &deadpool_postgres::Transaction<'_>,
     hash: KeyHash,
-    revocation: Uuid,
+    acks: &AckAddress,
 ) -> Result<Announced, StoreError> {
     // Listeners take their name only once LISTEN is active: each of these will hear the
     // notice sent at commit.
     let listeners = tx
-        .query(
+        .query_cached(
             "SELECT substr(application_name, length($1) + 1) FROM pg_stat_activity
              WHERE datname = current_database() AND starts_with(application_name, $1)",
             &[&LISTENER_NAME_PREFIX],
@@ -549,12 +550,9 @@ async fn announce_eviction(
         .iter()
         .map(|row| row.get(0))
         .collect();
-    tx.execute(
+    tx.execute_cached(
         "SELECT pg_notify($1, $2)",
-        &[
-            &REVOCATION_CHANNEL,
-            &format!("{}:{revocation}", hash.to_hex()),
-        ],
+        &[&REVOCATION_CHANNEL, &acks.notice(hash)],
     )
     .await?;
     Ok(Announced { hash, listeners })

@@ -4,6 +4,7 @@
 //! instances sharing one database agree on the order of key changes.
 
 mod audit;
+mod cached;
 mod keys;
 mod migrations;
 mod orgs;

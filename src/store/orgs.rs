@@ -2,6 +2,7 @@
 //! project and its master key in one transaction: one action, so one audit event
 //! (`organization.created`).
 
+use super::cached::CachedStatements;
 use chrono::{DateTime, Utc};
 
 use super::audit::{record_event, Change};
@@ -51,7 +52,7 @@ impl Store {
 
             let mut client = self.pool.get().await?;
             let tx = client.transaction().await?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO organizations (id, name) VALUES ($1, $2)",
                 &[&organization_id.as_uuid(), &name.as_str()],
             )
@@ -119,10 +120,10 @@ impl Store {
             let tx = client.transaction().await?;
             // Every writer of an organization's events holds its lock, so events commit in
             // occurredAt order and a reader's keyset walk can't pass one still uncommitted.
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&org_lock_id(org)])
+            tx.execute_cached("SELECT pg_advisory_xact_lock($1)", &[&org_lock_id(org)])
                 .await?;
             let exists = tx
-                .query_opt(
+                .query_opt_cached(
                     "SELECT 1 FROM organizations WHERE id = $1",
                     &[&org.as_uuid()],
                 )
@@ -168,7 +169,7 @@ async fn insert_project(
     name: &DisplayName,
 ) -> Result<ProjectRecord, StoreError> {
     let row = tx
-        .query_one(
+        .query_one_cached(
             "INSERT INTO projects (id, organization_id, name) VALUES ($1, $2, $3)
              RETURNING id, organization_id, name, created_at",
             &[&id.as_uuid(), &org.as_uuid(), &name.as_str()],

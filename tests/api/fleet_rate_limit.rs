@@ -207,7 +207,13 @@ async fn four_instances_admit_one_keys_rate_once_for_the_whole_fleet() {
         &upstream,
         &shared_redis_url(),
         OnRedisError::Local,
-        |s| limit(s, 50.0, 50),
+        |s| {
+            limit(s, 50.0, 50);
+            // What is measured is the shared count, not the fallback: on a loaded box (CI, a
+            // shared 2-core machine) Redis answers can take longer than the default 50 ms,
+            // and each late answer is decided locally (tested on its own below).
+            s.rate_limit.redis_timeout = Duration::from_secs(2);
+        },
     )
     .await;
     let (_, key) = fleet_key(&apps).await;
@@ -215,14 +221,18 @@ async fn four_instances_admit_one_keys_rate_once_for_the_whole_fleet() {
     let seen = flood(&apps, &key, 32, Duration::from_secs(6)).await;
     let expected = 50.0 + 50.0 * seen.elapsed.as_secs_f64();
     let ratio = seen.admitted as f64 / expected;
+    let mut fallbacks = 0.0;
+    for app in &apps {
+        fallbacks += app.metric(FALLBACK_LOCAL).await;
+    }
     eprintln!(
-        "fleet accuracy: admitted {} for {expected:.1} expected, ratio {ratio:.3}",
+        "fleet accuracy: admitted {} for {expected:.1} expected, ratio {ratio:.3}, {fallbacks} local fallbacks",
         seen.admitted
     );
     assert!(seen.other.is_empty() && seen.unavailable == 0, "{seen:?}");
     assert!(
         (0.95..=1.05).contains(&ratio),
-        "the fleet admitted {} for {expected:.0} expected (ratio {ratio:.3}): {seen:?}",
+        "the fleet admitted {} for {expected:.0} expected (ratio {ratio:.3}, {fallbacks} local fallbacks): {seen:?}",
         seen.admitted
     );
     assert!(

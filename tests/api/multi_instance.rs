@@ -17,6 +17,7 @@ use crate::helpers::{
 const LOOKUPS: &str = "logstitch_auth_db_lookups_total";
 const LISTENER_UP: &str = "logstitch_invalidation_listener_up";
 const LISTENER_RECONNECTS: &str = "logstitch_invalidation_listener_reconnects_total";
+const ACKS_RECEIVED: &str = "logstitch_revocation_acks_received_total";
 
 /// A's answer must be a plain 200 `{revoked: true}`.
 async fn revoke_through(app: &TestApp, token: &str, key_id: &str) {
@@ -397,4 +398,40 @@ async fn invalidation_metrics_count_local_on_a_and_notify_on_b() {
     .await;
     assert!(heard, "B's notify invalidations did not go up by one");
     assert_eq!(b.metric(local).await, b_local, "B revoked nothing itself");
+}
+
+/// Acks are addressed: of three instances, only the one that revoked hears acknowledgements
+/// (one from each listener, its own included); the others hear the notice and none of the
+/// acks — N acks per revoke, not N².
+#[actix_web::test]
+async fn only_the_revoking_instance_hears_the_acknowledgements() {
+    let db = TestDatabase::create().await;
+    let mut fleet = Vec::new();
+    for _ in 0..3 {
+        fleet.push(spawn_isolated_app_with(db.clone(), |_| {}).await);
+    }
+    let org = fleet[0].create_org("Acme").await;
+    for revoker in 0..fleet.len() {
+        let (key_id, key) = fleet[0].new_project_key(&org).await;
+        for app in &fleet {
+            assert_eq!(app.verify(&key).await.status, StatusCode::OK);
+        }
+        let before = join_all(fleet.iter().map(|app| app.metric(ACKS_RECEIVED))).await;
+        revoke_through(&fleet[revoker], &org.master_key, &key_id).await;
+        for app in &fleet {
+            assert_error(
+                &app.verify(&key).await,
+                StatusCode::UNAUTHORIZED,
+                "key_revoked",
+            );
+        }
+        let after = join_all(fleet.iter().map(|app| app.metric(ACKS_RECEIVED))).await;
+        let heard: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        let mut expected = vec![0.0; fleet.len()];
+        expected[revoker] = fleet.len() as f64;
+        assert_eq!(
+            heard, expected,
+            "acks heard per instance, instance {revoker} revoking"
+        );
+    }
 }

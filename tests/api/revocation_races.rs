@@ -25,6 +25,7 @@ use crate::helpers::{
 const LOOKUPS: &str = "logstitch_auth_db_lookups_total";
 const MISSES: &str = "logstitch_auth_cache_misses_total";
 const ACK_TIMEOUTS: &str = "logstitch_revocation_ack_timeouts_total";
+const ACKS_RECEIVED: &str = "logstitch_revocation_acks_received_total";
 
 /// A request to a served binary; `token` becomes `Authorization: Bearer <token>`.
 async fn call(
@@ -211,10 +212,24 @@ async fn a_key_of_an_unknown_type_is_refused_logged_left_out_of_the_list_and_rev
 
 // ---- Ghost listeners --------------------------------------------------------------------
 
+/// How a fake listener acknowledges: as this version does (to the revoker's own ack channel),
+/// or as versions before addressed acks did (everything on the shared channel, echoing the
+/// notice's tail before its own id).
+#[derive(Clone, Copy)]
+enum AckProtocol {
+    Addressed,
+    SharedChannel,
+}
+
 /// A connection in the census under a listener's name, that acknowledges only the
 /// revocations of the hashes in `acks` — to the revoker, an instance that stopped answering
 /// (a vanished host whose backend Postgres still lists) for every other key.
-async fn fake_listener(db: &TestDatabase, instance: &str, acks: Vec<KeyHash>) {
+async fn fake_listener(
+    db: &TestDatabase,
+    instance: &str,
+    acks: Vec<KeyHash>,
+    protocol: AckProtocol,
+) {
     let (client, mut connection) = tokio_postgres::connect(&db.url, NoTls)
         .await
         .expect("ghost connects");
@@ -236,17 +251,75 @@ async fn fake_listener(db: &TestDatabase, instance: &str, acks: Vec<KeyHash>) {
     let instance = instance.to_owned();
     actix_rt::spawn(async move {
         while let Some(payload) = received.recv().await {
-            let Some((hash, revocation)) = payload.split_once(':') else {
+            let Some((hash, tail)) = payload.split_once(':') else {
                 continue;
             };
-            if acks.iter().any(|acked| acked.to_hex() == hash) {
-                let ack = format!("{revocation}:{instance}");
-                let _ = client
-                    .execute("SELECT pg_notify('logstitch_revocation_ack', $1)", &[&ack])
-                    .await;
+            if !acks.iter().any(|acked| acked.to_hex() == hash) {
+                continue;
             }
+            let (channel, ack) = match protocol {
+                AckProtocol::Addressed => {
+                    let (revocation, revoker) = tail.split_once(':').expect("a revoker's id");
+                    (
+                        format!("logstitch_ack_{revoker}"),
+                        format!("{revocation}:{instance}"),
+                    )
+                }
+                AckProtocol::SharedChannel => (
+                    "logstitch_revocation_ack".to_owned(),
+                    format!("{tail}:{instance}"),
+                ),
+            };
+            let _ = client
+                .execute("SELECT pg_notify($1, $2)", &[&channel, &ack])
+                .await;
         }
     });
+}
+
+/// A rolling upgrade: an instance of the version before addressed acks still acknowledges on
+/// the shared channel, and a revoke waits for it and answers without an ack timeout.
+#[actix_web::test]
+async fn a_revoke_hears_an_older_instance_acknowledging_on_the_shared_channel() {
+    let db = TestDatabase::create().await;
+    let admin_token = format!("admin-{}", Uuid::new_v4().simple());
+    let served = serve_binary(|command| {
+        command
+            .env("DATABASE_URL", &db.url)
+            .env("LOGSTITCH_ADMIN_TOKEN", &admin_token)
+            .env("LOGSTITCH__LISTENER__ACK_TIMEOUT_MS", "8000");
+    })
+    .await;
+    let base = served.base.clone();
+    let (_, project, master) = create_org(&base, &admin_token).await;
+    let (key_id, key) = create_key(&base, &master, &project).await;
+    let old = format!("old{}", &Uuid::new_v4().simple().to_string()[..8]);
+    fake_listener(
+        &db,
+        &old,
+        vec![KeyHash::of(&key)],
+        AckProtocol::SharedChannel,
+    )
+    .await;
+    let (timeouts, received) = (
+        metric(&base, ACK_TIMEOUTS).await,
+        metric(&base, ACKS_RECEIVED).await,
+    );
+
+    let path = format!("/api/v1/keys/{key_id}");
+    let revoked = call(&base, Method::DELETE, &path, Some(&master), None).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
+    assert_eq!(
+        metric(&base, ACK_TIMEOUTS).await,
+        timeouts,
+        "no ack timed out"
+    );
+    assert_eq!(
+        metric(&base, ACKS_RECEIVED).await,
+        received + 2.0,
+        "its own listener's ack and the older instance's"
+    );
+    drop(served);
 }
 
 #[actix_web::test]
@@ -266,7 +339,13 @@ async fn a_revoke_waiting_for_a_ghost_holds_neither_creates_nor_revokes_of_its_o
     let (first_id, first_key) = create_key(&base, &master, &project).await;
     let (second_id, second_key) = create_key(&base, &master, &project).await;
     let ghost = format!("ghost{}", &Uuid::new_v4().simple().to_string()[..8]);
-    fake_listener(&db, &ghost, vec![KeyHash::of(&second_key)]).await;
+    fake_listener(
+        &db,
+        &ghost,
+        vec![KeyHash::of(&second_key)],
+        AckProtocol::Addressed,
+    )
+    .await;
     let timeouts = metric(&base, ACK_TIMEOUTS).await;
 
     let first_revoke = actix_rt::spawn({
@@ -391,6 +470,8 @@ async fn the_listening_backend_runs_with_keepalives_that_drop_a_vanished_host_wi
     assert_eq!(up["tcp_keepalives_interval"], "2", "{up}");
     assert_eq!(up["tcp_keepalives_count"], "3", "{up}");
     assert_eq!(up["tcp_user_timeout"], "10000", "{up}");
+    // Acks don't wait for a WAL flush (each NOTIFY transaction commits a record).
+    assert_eq!(up["synchronous_commit"], "off", "{up}");
 }
 
 // ---- Coalescing while distrusted --------------------------------------------------------

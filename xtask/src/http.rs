@@ -50,36 +50,65 @@ fn split_url(url: &str) -> Result<(&str, &str)> {
     })
 }
 
+/// A connection opened ahead of its one request, so what a caller times (or fires at several
+/// servers at once) is the request itself, not the TCP handshake.
+pub struct Prepared {
+    stream: TcpStream,
+    url: String,
+}
+
+/// Connects to `url`'s server; the request goes with [`Prepared::send`].
+pub fn prepare(url: &str) -> Result<Prepared> {
+    let (authority, _) = split_url(url)?;
+    let stream =
+        TcpStream::connect(authority).with_context(|| format!("cannot connect to {url}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    Ok(Prepared {
+        stream,
+        url: url.to_owned(),
+    })
+}
+
+impl Prepared {
+    pub fn send(
+        mut self,
+        method: &str,
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Response> {
+        let url = self.url.as_str();
+        let (authority, path) = split_url(url)?;
+        let mut head =
+            format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+        if let Some(token) = bearer {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        let payload = body.map(Value::to_string).unwrap_or_default();
+        if body.is_some() {
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                payload.len()
+            ));
+        }
+        head.push_str("\r\n");
+        // One write: a request split over two segments can wait on delayed ACKs.
+        head.push_str(&payload);
+        self.stream.write_all(head.as_bytes())?;
+        let mut raw = Vec::new();
+        self.stream
+            .read_to_end(&mut raw)
+            .with_context(|| format!("{method} {url}: reading the response"))?;
+        parse(&raw).with_context(|| format!("{method} {url}"))
+    }
+}
+
 pub fn request(
     method: &str,
     url: &str,
     bearer: Option<&str>,
     body: Option<&Value>,
 ) -> Result<Response> {
-    let (authority, path) = split_url(url)?;
-    let mut stream =
-        TcpStream::connect(authority).with_context(|| format!("{method} {url}: cannot connect"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
-    if let Some(token) = bearer {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let payload = body.map(Value::to_string).unwrap_or_default();
-    if body.is_some() {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            payload.len()
-        ));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(payload.as_bytes())?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .with_context(|| format!("{method} {url}: reading the response"))?;
-    parse(&raw).with_context(|| format!("{method} {url}"))
+    prepare(url)?.send(method, bearer, body)
 }
 
 pub fn get(url: &str, bearer: Option<&str>) -> Result<Response> {
@@ -158,6 +187,35 @@ mod tests {
         let response = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;x=y\r\nefg\r\n0\r\n\r\n").unwrap();
         assert_eq!(response.body, "abcdefg");
         assert!(parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n").is_err());
+    }
+
+    #[test]
+    fn a_prepared_request_is_sent_whole_on_its_open_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/api/v1/keys/k1", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                stream.read_exact(&mut byte).unwrap();
+                head.push(byte[0]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let prepared = prepare(&url).unwrap();
+        let response = prepared.send("DELETE", Some("mk"), None).unwrap();
+        assert_eq!((response.status, response.body.as_str()), (200, "ok"));
+        let head = server.join().unwrap();
+        assert!(
+            head.starts_with("DELETE /api/v1/keys/k1 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nAuthorization: Bearer mk\r\n"), "{head}");
+        assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
     }
 
     #[test]

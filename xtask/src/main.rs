@@ -22,6 +22,9 @@ usage: cargo xtask TASK
   bench             make bench: in-process benches, two release gateways under wrk and k6,
                     revoke-to-refused (the multi-instance test), gateway forwarding cost;
                     the table in target/bench-summary.md
+  fleet             make bench-fleet: DELETE latency with 2, 10, 20 release gateways on one
+                    database, and instances still accepting a key after its DELETE; then charts
+  charts            redraw the charts of make bench from target/bench/*.json (docs/bench/)
   load              make load: k6 smoke of load-tests/ against a release gateway
   fuzz              make fuzz: schemathesis against a debug gateway
 
@@ -76,6 +79,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("install") => tools::install(&args[1..]),
         Some("bench") if args.len() == 1 => bench::run(),
+        Some("fleet") if args.len() == 1 => bench::fleet_only(),
+        Some("charts") if args.len() == 1 => bench::charts_only(),
         Some("load") if args.len() == 1 => load::run(),
         Some("fuzz") if args.len() == 1 => fuzz::run(),
         Some("help" | "-h" | "--help") => {

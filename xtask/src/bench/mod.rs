@@ -15,10 +15,15 @@
 //!      measured in step 2; forwarded ÷ each nginx), with the rounds in target/bench/peers.json
 //!      (peers.rs);
 //!   6. the shared rate-limit store against the local one (rate_limit_store.rs);
-//!   7. awc against hyper-util as the upstream client (clients.rs, bench/forwarder).
+//!   7. awc against hyper-util as the upstream client (clients.rs, bench/forwarder);
+//!   8. the fleet: DELETE latency with 2, 10 and 20 instances on one database, and whether
+//!      any instance still accepts a key once its DELETE answered (fleet.rs), appended;
+//!   9. the charts, from the JSON of the stages above (charts.rs), into target/bench/ and
+//!      docs/bench/.
 //!
 //! `BENCH_ONLY=peers` runs only issue 13's peers (step 2's throughput rounds on one gateway,
-//! and step 5), `BENCH_ONLY=clients` only step 7, `BENCH_ONLY=rate-limit-store` only step 6.
+//! and step 5), `BENCH_ONLY=clients` only step 7, `BENCH_ONLY=rate-limit-store` only step 6,
+//! `BENCH_ONLY=fleet` only step 8 (then the charts), `BENCH_ONLY=charts` only step 9.
 //!
 //! Raw outputs stay in target/bench/. Databases are dropped and servers stopped at the end,
 //! on failure and on Ctrl-C too.
@@ -27,7 +32,9 @@
 //! generator one thread, and the table reports ratios measured side by side in this run.
 //! All load goes to 127.0.0.1 and every step is bounded in time.
 
+mod charts;
 mod clients;
+mod fleet;
 mod forwarding;
 mod parse;
 mod peers;
@@ -187,7 +194,34 @@ fn revoke_to_refused(revokes: u64, raw: &Path) -> Result<Value> {
     Ok(serde_json::from_str(&std::fs::read_to_string(&report)?)?)
 }
 
+/// `cargo xtask charts` (`BENCH_ONLY=charts`): redraws the charts from target/bench/*.json.
+pub fn charts_only() -> Result<()> {
+    charts::draw(&target_dir().join("bench"), &charts::docs_dir())?;
+    Ok(())
+}
+
+/// `make bench-fleet` (`cargo xtask fleet`, `BENCH_ONLY=fleet`): the fleet stage alone, then
+/// the charts. Other stages' outputs in target/bench/ are kept.
+pub fn fleet_only() -> Result<()> {
+    let knobs = fleet::FleetKnobs::from_env()?;
+    let binary = build_gateway("release")?;
+    let bench_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&bench_dir)?;
+    let table = fleet::measure(&knobs, &binary, &bench_dir)?;
+    eprintln!(
+        "\n==> fleet summary (also in {}/fleet/table.md)",
+        bench_dir.display()
+    );
+    println!("{table}");
+    charts_only()
+}
+
 pub fn run() -> Result<()> {
+    match env_or("BENCH_ONLY", "").as_str() {
+        "charts" => return charts_only(),
+        "fleet" => return fleet_only(),
+        _ => {}
+    }
     let knobs = Knobs::from_env()?;
     eprintln!("==> load generators");
     let tools = Tools {
@@ -226,7 +260,9 @@ pub fn run() -> Result<()> {
             println!("{table}");
             return Ok(());
         }
-        other => bail!("BENCH_ONLY is rate-limit-store, clients or peers, not {other:?}"),
+        other => {
+            bail!("BENCH_ONLY is rate-limit-store, clients, peers, fleet or charts, not {other:?}")
+        }
     }
     let bare = peers::build_bare()?;
     process::run(cargo().args([
@@ -236,6 +272,8 @@ pub fn run() -> Result<()> {
         "auth_path",
         "--bench",
         "cache_memory",
+        "--bench",
+        "request_overhead",
     ]))?;
     let raw = fresh_dir("bench")?;
 
@@ -249,6 +287,11 @@ pub fn run() -> Result<()> {
         cargo().args(["bench", "--bench", "auth_path", "--", "--noplot"]),
         &raw.join("auth_path.txt"),
     )?;
+    eprintln!("\n==> per-request parts (benches/request_overhead.rs, criterion)");
+    tee(
+        cargo().args(["bench", "--bench", "request_overhead", "--", "--noplot"]),
+        &raw.join("request_overhead.txt"),
+    )?;
 
     let service = service::measure(&knobs, &tools, &binary, &bare, &raw)?;
     let revoke = revoke_to_refused(knobs.revokes, &raw)?;
@@ -261,6 +304,10 @@ pub fn run() -> Result<()> {
         raw.display()
     );
     println!("{table}");
+
+    let overhead = summary::request_overhead_table(&target_dir().join("criterion"));
+    println!("{overhead}");
+    append(&summary_path, &overhead)?;
 
     let (forwarding, forwarded) = forwarding::measure(&knobs, &tools, &binary, &raw)?;
     eprintln!(
@@ -280,6 +327,12 @@ pub fn run() -> Result<()> {
     let clients = clients::measure(&knobs, &tools, &raw)?;
     println!("{clients}");
     append(&summary_path, &clients)?;
+
+    let fleet = fleet::measure(&fleet::FleetKnobs::from_env()?, &binary, &raw)?;
+    println!("{fleet}");
+    append(&summary_path, &fleet)?;
+
+    charts::draw(&raw, &charts::docs_dir())?;
     Ok(())
 }
 

@@ -82,8 +82,13 @@ pub fn k6(summary: &Value) -> K6 {
 
 /// Criterion's median and mean (ns) of auth_path/NAME, when that bench ran.
 pub fn criterion_median_ns(criterion_dir: &Path, name: &str) -> Option<f64> {
+    criterion_group_median_ns(criterion_dir, "auth_path", name)
+}
+
+/// The median of criterion's `group/name`, in nanoseconds.
+pub fn criterion_group_median_ns(criterion_dir: &Path, group: &str, name: &str) -> Option<f64> {
     let path = criterion_dir
-        .join("auth_path")
+        .join(group)
         .join(name)
         .join("new/estimates.json");
     let estimates: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;

@@ -372,6 +372,51 @@ pub fn peers_table(knobs: &Knobs, paths: &[&PeerPath]) -> String {
     lines.join("\n")
 }
 
+/// benches/request_overhead.rs: what each per-request part costs, beside the way it replaced.
+pub fn request_overhead_table(criterion: &Path) -> String {
+    let median = |name: &str| parse::criterion_group_median_ns(criterion, "request_overhead", name);
+    let shown = |ns: Option<f64>| ns.map_or("n/a".to_owned(), |ns| format!("{ns:.0} ns"));
+    let mut lines = vec![
+        "| Per-request part (benches/request_overhead.rs, criterion median) | Now | Before | |"
+            .to_owned(),
+        "| --- | --- | --- | --- |".to_owned(),
+    ];
+    let parts = [
+        ("request id", "request_id", Some("request_id_before")),
+        (
+            "metrics sample (counter + histogram)",
+            "metrics",
+            Some("metrics_before"),
+        ),
+        ("lastUsedAt record", "last_used_record", None),
+        (
+            "identity headers (verify, forwarded)",
+            "identity_headers",
+            None,
+        ),
+        (
+            "failed-auth throttle check (not on a cache hit)",
+            "failed_auth_check",
+            None,
+        ),
+        ("monotonic clock read", "clock_instant", None),
+        ("wall clock read", "clock_utc", None),
+    ];
+    for (label, now, before) in parts {
+        let (now_ns, before_ns) = (median(now), before.and_then(median));
+        let ratio = match (now_ns, before_ns) {
+            (Some(now), Some(before)) if now > 0.0 => format!("{:.1}x cheaper", before / now),
+            _ => "—".to_owned(),
+        };
+        lines.push(format!(
+            "| {label} | {} | {} | {ratio} |",
+            shown(now_ns),
+            before.map_or("—".to_owned(), |_| shown(before_ns))
+        ));
+    }
+    lines.join("\n") + "\n"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
