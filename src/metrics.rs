@@ -243,7 +243,7 @@ impl Metrics {
             ),
             revocation_acks_received: counter(
                 "logstitch_revocation_acks_received_total",
-                "Acknowledgements of revocations heard by this instance (only its own revocations' acks are addressed to it)",
+                "Acknowledgements of revocations heard by this instance: those of its own revocations, plus, while instances of a version before addressed acks run, every ack on the shared channel",
             ),
             org_actors: gauge(
                 "logstitch_org_actors",

@@ -59,6 +59,8 @@ fn listen_statements(instance_id: &str, own_acks: &str) -> String {
 }
 
 /// A revocation notice, parsed: `<hex hash>[:<revocation id>[:<revoker's instance id>]]`.
+/// Only the hash must be well formed: a notice whose other fields this version can't read
+/// (a later version's, say) still evicts its key, and is acknowledged on the shared channel.
 #[derive(Debug, PartialEq, Eq)]
 struct Notice<'a> {
     hash: KeyHash,
@@ -71,12 +73,15 @@ impl<'a> Notice<'a> {
         let mut fields = payload.splitn(3, ':');
         let hash = KeyHash::from_hex(fields.next()?)?;
         let revocation = fields.next().filter(|revocation| !revocation.is_empty());
-        let ack = match (revocation, fields.next()) {
-            (None, _) => None,
-            // A revoker of a version before addressed acks waits on the shared channel.
-            (Some(revocation), None) => Some((revocation, SHARED_ACK_CHANNEL.to_owned())),
-            (Some(revocation), Some(revoker)) => Some((revocation, ack_channel(revoker)?)),
-        };
+        let reply_to = fields.next().and_then(ack_channel);
+        let ack = revocation.map(|revocation| {
+            // A revoker of a version before addressed acks (or one whose id this version can't
+            // make a channel of) waits on the shared channel, where every instance listens.
+            (
+                revocation,
+                reply_to.unwrap_or_else(|| SHARED_ACK_CHANNEL.to_owned()),
+            )
+        });
         Some(Notice { hash, ack })
     }
 }
@@ -341,15 +346,30 @@ mod tests {
     }
 
     #[test]
-    fn malformed_notices_are_refused() {
-        let hash = KeyHash::of("ls_proj_anything").to_hex();
-        for payload in [
-            "not-a-hash:rev:abc".to_owned(),
-            format!("{hash}:rev:Robert'); DROP TABLE"),
-            format!("{hash}:rev:"),
-            format!("{hash}:rev:{}", "a".repeat(33)),
+    fn a_notice_with_a_malformed_hash_is_refused() {
+        for payload in ["not-a-hash:rev:abc", "", ":rev:abc"] {
+            assert_eq!(Notice::parse(payload), None, "{payload}");
+        }
+    }
+
+    #[test]
+    fn a_notice_with_fields_this_version_cant_read_still_evicts_and_acks_on_the_shared_channel() {
+        let hash = KeyHash::of("ls_proj_anything");
+        for tail in [
+            "rev:Robert'); DROP TABLE",
+            "rev:",
+            "rev:abc123:a-later-field",
+            &format!("rev:{}", "a".repeat(33)),
         ] {
-            assert_eq!(Notice::parse(&payload), None, "{payload}");
+            let payload = format!("{}:{tail}", hash.to_hex());
+            assert_eq!(
+                Notice::parse(&payload),
+                Some(Notice {
+                    hash,
+                    ack: Some(("rev", SHARED_ACK_CHANNEL.to_owned())),
+                }),
+                "{payload}"
+            );
         }
     }
 

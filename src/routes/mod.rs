@@ -13,7 +13,7 @@ mod verify;
 
 use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::ServiceResponse;
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse, Resource, ResponseError};
 
@@ -125,7 +125,7 @@ pub(crate) fn resource(path: &str) -> Resource {
 }
 
 /// A 405 that the router made (no body, `Allow` listing the route's methods) gets the error
-/// envelope too, keeping its headers — so every answer has one.
+/// envelope too, keeping its headers (`Allow` above all) — so every answer has one.
 pub fn envelope_bare_405<B>(response: ServiceResponse<B>) -> ServiceResponse<EitherBody<B>>
 where
     B: MessageBody,
@@ -147,8 +147,15 @@ where
     );
     let (request, bare) = response.into_parts();
     let mut enveloped = error.error_response();
+    // Its headers but those that describe a body: the envelope is JSON, so a bare 405's
+    // `Content-Type` or `Content-Encoding` (an upstream's, say) would lie about it.
+    let describes_body = |name: &header::HeaderName| {
+        name.as_str().starts_with("content-") || name == header::TRANSFER_ENCODING
+    };
     for (name, value) in bare.headers() {
-        enveloped.headers_mut().insert(name.clone(), value.clone());
+        if !describes_body(name) {
+            enveloped.headers_mut().append(name.clone(), value.clone());
+        }
     }
     ServiceResponse::new(request, enveloped).map_into_right_body()
 }

@@ -14,12 +14,12 @@ use logstitch_gateway::domain::KeyType;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{spawn_app_with, TestApp, TestDatabase};
+use crate::helpers::{assert_error, spawn_app_with, TestApp, TestDatabase};
 
 const BIG: usize = 8 * 1024 * 1024;
 
 /// A small upstream: `…/slow` sleeps, `…/big` streams 8 MiB, `…/leaky` sets `X-LogStitch-*`
-/// response headers, anything else echoes what it
+/// response headers, `…/refuses` is a bare 405, anything else echoes what it
 /// received as JSON. Counts every request it sees.
 pub struct Upstream {
     pub url: String,
@@ -46,6 +46,15 @@ async fn echo(
             .insert_header(("x-logstitch-internal", "upstream-secret"))
             .insert_header(("x_logstitch_debug", "upstream-secret"))
             .insert_header(("x-upstream", "leaky"))
+            .finish();
+    }
+    if path.ends_with("/refuses") {
+        // A bare 405 whose headers describe a body it doesn't have.
+        return HttpResponse::MethodNotAllowed()
+            .insert_header(("allow", "GET"))
+            .insert_header(("content-encoding", "gzip"))
+            .insert_header(("content-language", "fr"))
+            .insert_header(("x-upstream", "refuses"))
             .finish();
     }
     if path.ends_with("/big") {
@@ -469,4 +478,25 @@ async fn failed_authentications_are_throttled_per_ip_before_any_lookup() {
         StatusCode::TOO_MANY_REQUESTS
     );
     assert_eq!(upstream.hits.load(Ordering::SeqCst), 0);
+}
+
+/// An upstream's bare 405 gets the envelope like the router's, with its other headers, but
+/// none that would describe the JSON body wrongly (attacker review, issue 13).
+#[actix_web::test]
+async fn an_upstream_bare_405_is_enveloped_without_its_content_headers() {
+    let upstream = start_upstream();
+    let app = gateway(&upstream, |_| {}).await;
+    let org = app.create_org("Refusing").await;
+    let (_, key) = app.new_project_key(&org).await;
+    let reply = app
+        .request(Method::POST, "/api/v1/events/refuses", Some(&key), None)
+        .await;
+    assert_error(&reply, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    let value = |name: &str| reply.headers.get(name).map(|v| v.to_str().unwrap());
+    assert_eq!(value("content-type"), Some("application/json"));
+    assert_eq!(value("content-encoding"), None, "{reply:?}");
+    assert_eq!(value("content-language"), None, "{reply:?}");
+    assert_eq!(value("allow"), Some("GET"));
+    assert_eq!(value("x-upstream"), Some("refuses"));
+    assert!(value("x-request-id").is_some_and(|id| id.starts_with("req_")));
 }

@@ -244,3 +244,50 @@ async fn each_request_counts_its_authentication_once() {
     assert_eq!(app.metric(ok).await, ok_before + 2.0);
     assert_eq!(app.metric(invalid).await, invalid_before + 1.0);
 }
+
+/// Each answer is counted once under its route, method and status (per-route handles, issue
+/// 13), and methods a client invents share one label value, so they can't grow the series.
+#[actix_web::test]
+async fn requests_are_counted_per_route_method_and_status_and_invented_methods_share_other() {
+    let app = spawn_app().await;
+    let org = app.create_org("Counting").await;
+    let (_, key) = app.new_project_key(&org).await;
+    let series = |method: &str, route: &str, status: u16| {
+        format!(
+            r#"logstitch_http_requests_total{{method="{method}",route="{route}",status="{status}"}}"#
+        )
+    };
+    let verify_ok = series("GET", "/api/v1/auth/verify", 200);
+    let verify_401 = series("GET", "/api/v1/auth/verify", 401);
+    let brewed = series("OTHER", "/healthz", 405);
+    let verify_count =
+        r#"logstitch_http_request_duration_seconds_count{route="/api/v1/auth/verify"}"#;
+    let (ok_before, refused_before, brewed_before, count_before) = (
+        app.metric(&verify_ok).await,
+        app.metric(&verify_401).await,
+        app.metric(&brewed).await,
+        app.metric(verify_count).await,
+    );
+
+    for _ in 0..3 {
+        assert_eq!(app.verify(&key).await.status, StatusCode::OK);
+    }
+    let refused = app
+        .request(Method::GET, "/api/v1/auth/verify", None, None)
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    for invented in ["BREW", "PROPFIND", "XYZZY", "get"] {
+        let method = Method::from_bytes(invented.as_bytes()).unwrap();
+        let reply = app.request(method, "/healthz", None, None).await;
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{invented}");
+    }
+
+    assert_eq!(app.metric(&verify_ok).await, ok_before + 3.0);
+    assert_eq!(app.metric(&verify_401).await, refused_before + 1.0);
+    assert_eq!(app.metric(verify_count).await, count_before + 4.0);
+    assert_eq!(app.metric(&brewed).await, brewed_before + 4.0);
+    let scrape = app.request(Method::GET, "/metrics", None, None).await;
+    for invented in ["BREW", "PROPFIND", "XYZZY", "method=\"get\""] {
+        assert!(!scrape.text.contains(invented), "{invented} became a label");
+    }
+}
