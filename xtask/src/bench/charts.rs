@@ -114,7 +114,11 @@ pub fn throughput_svg(paths: &[PathPeers]) -> Result<String> {
             let i = (x / 100) as usize;
             paths
                 .get(i)
-                .map_or_else(String::new, |p| format!("{} vs {}", p.path, p.peer))
+                // "forwarded (proxy_pass)": the peer's name already says which.
+                .map_or_else(String::new, |p| {
+                    let path = p.path.split(" (").next().unwrap_or(&p.path);
+                    format!("{path} vs {}", p.peer)
+                })
         };
         chart
             .configure_mesh()
@@ -313,7 +317,7 @@ mod tests {
 
     const PEERS: &str = r#"{"paths":[
         {"path":"verify","ours":"gateway verify","peer":"bare actix-web","ours_rps":[100000,120000,110000],"peer_rps":[150000,140000,160000],"ratio_median":0.73,"target":0.9},
-        {"path":"forwarded","ours":"gateway","peer":"nginx proxy_pass","ours_rps":[45000,47000],"peer_rps":[80000,76000],"ratio_median":0.59,"target":0.8}
+        {"path":"forwarded (proxy_pass)","ours":"gateway","peer":"nginx proxy_pass","ours_rps":[45000,47000],"peer_rps":[80000,76000],"ratio_median":0.59,"target":0.8}
     ]}"#;
 
     #[test]
