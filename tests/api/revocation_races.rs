@@ -277,10 +277,10 @@ async fn fake_listener(
     });
 }
 
-/// A rolling upgrade: an instance of the version before addressed acks still acknowledges on
-/// the shared channel, and a revoke waits for it and answers without an ack timeout.
-#[actix_web::test]
-async fn a_revoke_hears_an_older_instance_acknowledging_on_the_shared_channel() {
+/// The binary on a fresh database, waiting up to 8 s for acks (long enough that what a test
+/// does while a revoke waits certainly happens within the wait), and an organization:
+/// (database, server, project id, master key).
+async fn served_with_a_long_ack_wait() -> (Arc<TestDatabase>, ServedBinary, String, String) {
     let db = TestDatabase::create().await;
     let admin_token = format!("admin-{}", Uuid::new_v4().simple());
     let served = serve_binary(|command| {
@@ -290,8 +290,16 @@ async fn a_revoke_hears_an_older_instance_acknowledging_on_the_shared_channel() 
             .env("LOGSTITCH__LISTENER__ACK_TIMEOUT_MS", "8000");
     })
     .await;
+    let (_, project, master) = create_org(&served.base, &admin_token).await;
+    (db, served, project, master)
+}
+
+/// A rolling upgrade: an instance of the version before addressed acks still acknowledges on
+/// the shared channel, and a revoke waits for it and answers without an ack timeout.
+#[actix_web::test]
+async fn a_revoke_hears_an_older_instance_acknowledging_on_the_shared_channel() {
+    let (db, served, project, master) = served_with_a_long_ack_wait().await;
     let base = served.base.clone();
-    let (_, project, master) = create_org(&base, &admin_token).await;
     let (key_id, key) = create_key(&base, &master, &project).await;
     let old = format!("old{}", &Uuid::new_v4().simple().to_string()[..8]);
     fake_listener(
@@ -324,18 +332,8 @@ async fn a_revoke_hears_an_older_instance_acknowledging_on_the_shared_channel() 
 
 #[actix_web::test]
 async fn a_revoke_waiting_for_a_ghost_holds_neither_creates_nor_revokes_of_its_organization() {
-    let db = TestDatabase::create().await;
-    let admin_token = format!("admin-{}", Uuid::new_v4().simple());
-    // Long enough that what follows the first revoke certainly happens while it waits.
-    let served = serve_binary(|command| {
-        command
-            .env("DATABASE_URL", &db.url)
-            .env("LOGSTITCH_ADMIN_TOKEN", &admin_token)
-            .env("LOGSTITCH__LISTENER__ACK_TIMEOUT_MS", "8000");
-    })
-    .await;
+    let (db, served, project, master) = served_with_a_long_ack_wait().await;
     let base = served.base.clone();
-    let (_, project, master) = create_org(&base, &admin_token).await;
     let (first_id, first_key) = create_key(&base, &master, &project).await;
     let (second_id, second_key) = create_key(&base, &master, &project).await;
     let ghost = format!("ghost{}", &Uuid::new_v4().simple().to_string()[..8]);

@@ -238,6 +238,20 @@ impl Gateway {
         self.process.pid()
     }
 
+    /// One un-labelled sample from a live /metrics scrape (0 when absent).
+    pub fn metric(&self, name: &str) -> Result<f64> {
+        let scrape = http::get(&format!("{}/metrics", self.url), None)?.body;
+        Ok(scrape
+            .lines()
+            .find_map(|line| {
+                let (series, value) = line.split_once(' ')?;
+                (series == name)
+                    .then(|| value.trim().parse().ok())
+                    .flatten()
+            })
+            .unwrap_or(0.0))
+    }
+
     pub fn check_alive(&mut self) -> Result<()> {
         self.process.check_alive()
     }

@@ -146,3 +146,41 @@ impl Drop for Running {
         self.stop();
     }
 }
+
+/// Starts `command` (a server that writes the port the kernel gave it to `port_file`), its
+/// output into `log`, and waits up to 20 s until `GET ready_path` answers 200. Returns the
+/// process and its base URL, `http://127.0.0.1:PORT`.
+pub fn start_server(
+    name: &str,
+    command: &mut Command,
+    port_file: &std::path::Path,
+    ready_path: &str,
+    log: &std::path::Path,
+) -> Result<(Running, String)> {
+    let log_file = std::fs::File::create(log)?;
+    let mut process = Running::spawn(
+        name,
+        command
+            .stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file),
+    )?;
+    let started = Instant::now();
+    loop {
+        check_interrupted()?;
+        process
+            .check_alive()
+            .with_context(|| format!("see {}", log.display()))?;
+        if let Ok(port) = std::fs::read_to_string(port_file) {
+            let url = format!("http://127.0.0.1:{}", port.trim());
+            let ready = crate::http::get(&format!("{url}{ready_path}"), None);
+            if ready.is_ok_and(|reply| reply.status == 200) {
+                return Ok((process, url));
+            }
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("{name} did not answer within 20 s (see {})", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

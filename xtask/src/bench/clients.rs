@@ -6,10 +6,9 @@
 //! gateway's. Only this stage builds it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use super::forwarding::static_upstream;
 use super::parse::{self, Wrk};
@@ -18,7 +17,7 @@ use super::service::timed_wrk;
 use super::{Knobs, Tools};
 use crate::gateway::TempDir;
 use crate::process::{self, Running};
-use crate::{cargo, http, repo, target_dir};
+use crate::{cargo, repo, target_dir};
 
 /// Builds bench/forwarder in release, into its own target dir (nothing shared with the
 /// workspace's, whose lock has no awc).
@@ -44,41 +43,21 @@ struct Forwarder {
 fn start(binary: &Path, client: &str, upstream: &str, log: &Path) -> Result<Forwarder> {
     let dir = TempDir::new("bench-forwarder")?;
     let port_file = dir.0.join("port");
-    let log_file = std::fs::File::create(log)?;
-    let mut process = Running::spawn(
+    let (process, url) = process::start_server(
         &format!("bench-forwarder ({client})"),
         Command::new(binary)
             .args([client, upstream])
-            .arg(&port_file)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file),
+            .arg(&port_file),
+        &port_file,
+        "/",
+        log,
     )?;
-    let started = Instant::now();
-    loop {
-        process::check_interrupted()?;
-        process
-            .check_alive()
-            .with_context(|| format!("see {}", log.display()))?;
-        if let Ok(port) = std::fs::read_to_string(&port_file) {
-            let url = format!("http://127.0.0.1:{}", port.trim());
-            if http::get(&format!("{url}/"), None).is_ok_and(|r| r.status == 200) {
-                eprintln!("==> forwarder with {client} on {url}");
-                return Ok(Forwarder {
-                    url,
-                    process,
-                    _dir: dir,
-                });
-            }
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            bail!(
-                "bench-forwarder ({client}) did not answer within 20 s (see {})",
-                log.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eprintln!("==> forwarder with {client} on {url}");
+    Ok(Forwarder {
+        url,
+        process,
+        _dir: dir,
+    })
 }
 
 pub fn measure(knobs: &Knobs, tools: &Tools, raw: &Path) -> Result<String> {

@@ -164,20 +164,6 @@ pub fn fleet_json(rows: &[FleetRow]) -> Value {
     json!({ "fleet": rows.iter().map(FleetRow::to_json).collect::<Vec<_>>() })
 }
 
-/// One un-labelled sample from a live /metrics scrape (0 when absent).
-fn metric(gateway: &Gateway, name: &str) -> Result<f64> {
-    let scrape = http::get(&format!("{}/metrics", gateway.url), None)?.body;
-    Ok(scrape
-        .lines()
-        .find_map(|line| {
-            let (series, value) = line.split_once(' ')?;
-            (series == name)
-                .then(|| value.trim().parse().ok())
-                .flatten()
-        })
-        .unwrap_or(0.0))
-}
-
 fn verify_url(gateway: &Gateway) -> String {
     format!("{}/api/v1/auth/verify", gateway.url)
 }
@@ -343,7 +329,7 @@ fn measure_size(
     }
     let mut ack_timeouts = 0.0;
     for gateway in &fleet {
-        ack_timeouts += metric(gateway, "logstitch_revocation_ack_timeouts_total")?;
+        ack_timeouts += gateway.metric("logstitch_revocation_ack_timeouts_total")?;
     }
     let row = FleetRow::from_samples(
         n,

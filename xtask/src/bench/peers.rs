@@ -4,10 +4,9 @@
 //! rounds go to target/bench/peers.json, which the charts read, and to the summary table.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
 use super::parse::{self, Wrk};
@@ -133,41 +132,19 @@ impl Bare {
     pub fn start(binary: &Path, answers: &Path, ready_path: &str, log: &Path) -> Result<Bare> {
         let dir = TempDir::new("peer-bare")?;
         let port_file = dir.0.join("port");
-        let log_file = std::fs::File::create(log)?;
-        let mut process = Running::spawn(
+        let (process, url) = process::start_server(
             "peer-bare",
-            Command::new(binary)
-                .arg(answers)
-                .arg(&port_file)
-                .stdin(Stdio::null())
-                .stdout(log_file.try_clone()?)
-                .stderr(log_file),
+            Command::new(binary).arg(answers).arg(&port_file),
+            &port_file,
+            ready_path,
+            log,
         )?;
-        let started = Instant::now();
-        loop {
-            process::check_interrupted()?;
-            process
-                .check_alive()
-                .with_context(|| format!("see {}", log.display()))?;
-            if let Ok(port) = std::fs::read_to_string(&port_file) {
-                let url = format!("http://127.0.0.1:{}", port.trim());
-                if http::get(&format!("{url}{ready_path}"), None).is_ok_and(|r| r.status == 200) {
-                    eprintln!("==> bare actix-web peer on {url}");
-                    return Ok(Bare {
-                        url,
-                        process,
-                        _dir: dir,
-                    });
-                }
-            }
-            if started.elapsed() > Duration::from_secs(20) {
-                bail!(
-                    "peer-bare did not answer within 20 s (see {})",
-                    log.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eprintln!("==> bare actix-web peer on {url}");
+        Ok(Bare {
+            url,
+            process,
+            _dir: dir,
+        })
     }
 
     pub fn pid(&self) -> u32 {

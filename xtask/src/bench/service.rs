@@ -41,20 +41,6 @@ pub struct Service {
     pub fixed_verify: K6,
 }
 
-/// One un-labelled sample from a live /metrics scrape (0 when absent).
-fn metric(gateway: &Gateway, name: &str) -> Result<f64> {
-    let scrape = http::get(&format!("{}/metrics", gateway.url), None)?.body;
-    Ok(scrape
-        .lines()
-        .find_map(|line| {
-            let (series, value) = line.split_once(' ')?;
-            (series == name)
-                .then(|| value.trim().parse().ok())
-                .flatten()
-        })
-        .unwrap_or(0.0))
-}
-
 /// utime + stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15, counted
 /// after the command name, which may itself hold spaces).
 fn cpu_ticks(pid: u32) -> Result<u64> {
@@ -158,7 +144,7 @@ fn transactions(
     let flushes = "logstitch_last_used_flush_duration_seconds_count";
     let pool = "logstitch_db_pool_size";
     let (lookups_start, flushes_start, pool_start) =
-        (metric(a, lookups)?, metric(a, flushes)?, metric(a, pool)?);
+        (a.metric(lookups)?, a.metric(flushes)?, a.metric(pool)?);
     let window_start = admin.query("select now()")?;
     let log_start = log_now()?;
     let started = Instant::now();
@@ -193,10 +179,10 @@ fn transactions(
     let measured = Transactions {
         xacts: end - start,
         idle_xacts: start - idle_start,
-        db_lookups: metric(a, lookups)? - lookups_start,
-        last_used_flushes: metric(a, flushes)? - flushes_start,
+        db_lookups: a.metric(lookups)? - lookups_start,
+        last_used_flushes: a.metric(flushes)? - flushes_start,
         pool_size_start: pool_start,
-        pool_size_end: metric(a, pool)?,
+        pool_size_end: a.metric(pool)?,
         autovacuum,
         run_s,
         statements,
