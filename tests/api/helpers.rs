@@ -755,13 +755,24 @@ impl ServedBinary {
     }
 
     /// Every line the process wrote, once it has exited.
-    pub fn all_lines(self) -> Vec<String> {
-        for reader in self.readers {
+    pub fn all_lines(mut self) -> Vec<String> {
+        for reader in std::mem::take(&mut self.readers) {
             reader.join().expect("log reader");
         }
-        let mut all = self.lines_before_ready;
+        let mut all = std::mem::take(&mut self.lines_before_ready);
         all.extend(self.lines.try_iter());
         all
+    }
+}
+
+/// A test that ends without stopping its binary (it asserted what it needed, or it panicked)
+/// leaves no server behind.
+impl Drop for ServedBinary {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
