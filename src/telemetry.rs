@@ -20,6 +20,10 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that can't be written (the reader of stderr went away: a dead log
+        // shipper, a `| head`) is dropped. Reporting that failure would itself go to the
+        // broken stderr, and `eprintln!` panics there: a worker would die with every request.
+        .log_internal_errors(false)
         // Colours only for a terminal, not for a log file or a pipe.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // A second init (tests start many apps) is harmless; ignore it.

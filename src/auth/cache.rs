@@ -171,15 +171,20 @@ impl AuthCache {
     /// The fresh cached answer for a hash, if there is one. Never a lookup; None while the
     /// cache is not trusted.
     pub async fn peek(&self, hash: &KeyHash) -> Option<KeyState> {
+        let state = self.cached(hash).await?;
+        self.metrics.auth_cache_hits.inc();
+        Some(state)
+    }
+
+    /// A fresh cached answer, when the cache is trusted; counts nothing.
+    async fn cached(&self, hash: &KeyHash) -> Option<KeyState> {
         if !self.trust.is_trusted() {
             return None;
         }
         let entry = self.entries.get(hash).await?;
-        if !self.guard.is_fresh(hash, entry.loaded_at) {
-            return None;
-        }
-        self.metrics.auth_cache_hits.inc();
-        Some(entry.state)
+        self.guard
+            .is_fresh(hash, entry.loaded_at)
+            .then_some(entry.state)
     }
 
     /// Postgres's answer for a hash (shared with concurrent lookups of the same hash), cached
@@ -187,6 +192,12 @@ impl AuthCache {
     pub async fn fetch(&self, hash: KeyHash) -> Result<KeyState, Arc<StoreError>> {
         self.metrics.auth_cache_misses.inc();
         for _ in 0..STALE_RETRIES {
+            // A load that another worker finished and cached since this request's miss
+            // answers it: checked just before joining or starting a load (nothing awaits in
+            // between), so concurrent first uses of a key make one query, not two.
+            if let Some(state) = self.cached(&hash).await {
+                return Ok(state);
+            }
             // Held until the answer is cached, so no miss in between starts a second query.
             let loaded = self.loads.share(hash, || self.start_load(hash)).await;
             let entry = match &loaded.value {

@@ -291,3 +291,63 @@ async fn requests_are_counted_per_route_method_and_status_and_invented_methods_s
         assert!(!scrape.text.contains(invented), "{invented} became a label");
     }
 }
+
+/// A gateway whose stderr reader went away (a dead log shipper, `| head`) keeps serving and
+/// still stops on SIGTERM: a log line it can't write is dropped, not a panic per request.
+#[actix_web::test]
+async fn a_closed_log_pipe_neither_stops_serving_nor_blocks_sigterm() {
+    let db = TestDatabase::create().await;
+    let dir = std::env::temp_dir().join(format!("logstitch-pipe-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port_file = dir.join("port");
+    let mut child = crate::helpers::binary()
+        .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
+        .arg(&port_file)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the binary");
+    // The reading end closes: every log line from now on meets a broken pipe.
+    drop(child.stderr.take());
+    let port = crate::helpers::eventually(Duration::from_secs(30), || async {
+        std::fs::read_to_string(&port_file).is_ok_and(|port| !port.trim().is_empty())
+    })
+    .await;
+    assert!(port, "the binary never wrote its port");
+    let port = std::fs::read_to_string(&port_file).unwrap();
+    let base = format!("http://127.0.0.1:{}", port.trim());
+    let client = crate::http_client::Client::new();
+    for request in 0..20 {
+        let status = client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .map(|reply| reply.status())
+            .map_err(|error| error.to_string());
+        assert_eq!(
+            status,
+            Ok(StatusCode::OK),
+            "request {request} after the log pipe closed"
+        );
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let stopped = crate::helpers::eventually(Duration::from_secs(20), || {
+        let exited = child.try_wait().expect("wait").is_some();
+        async move { exited }
+    })
+    .await;
+    if !stopped {
+        let _ = child.kill();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        stopped,
+        "SIGTERM did not stop a gateway whose log pipe closed"
+    );
+}
