@@ -2,6 +2,7 @@
 //! change without its event, nor an event without its change), read back newest first with
 //! keyset pagination.
 
+use super::cached::CachedStatements;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -64,17 +65,12 @@ pub(super) async fn record_event(
     change: &Change,
     context: &AuditContext,
 ) -> Result<(), StoreError> {
-    let statement = tx
-        .prepare_cached(
-            "INSERT INTO audit_events (id, organization_id, action, actor_type, actor_key_id,
-                                       actor_prefix, target_type, target_id, project_id, ip,
-                                       user_agent, request_id)
-             VALUES ($1, $2, $3, $4, $5, (SELECT prefix FROM api_keys WHERE id = $5),
-                     $6, $7, $8, $9, $10, $11)",
-        )
-        .await?;
-    tx.execute(
-        &statement,
+    tx.execute_cached(
+        "INSERT INTO audit_events (id, organization_id, action, actor_type, actor_key_id,
+                                   actor_prefix, target_type, target_id, project_id, ip,
+                                   user_agent, request_id)
+         VALUES ($1, $2, $3, $4, $5, (SELECT prefix FROM api_keys WHERE id = $5),
+                 $6, $7, $8, $9, $10, $11)",
         &[
             &Uuid::now_v7(),
             &change.organization_id.as_uuid(),
@@ -97,8 +93,10 @@ impl Store {
     pub async fn list_audit_events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
         self.within_deadline(async {
             let client = self.pool.get().await?;
-            let statement = client
-                .prepare_cached(
+            // One more than asked: whether it exists says whether there is a next page.
+            let fetch = i64::from(query.limit) + 1;
+            let rows = client
+                .query_cached(
                     "SELECT id, action, occurred_at, actor_type, actor_key_id, actor_prefix,
                             target_type, target_id, project_id, ip, user_agent, request_id
                      FROM audit_events
@@ -108,13 +106,6 @@ impl Store {
                        AND ($4::timestamptz IS NULL OR (occurred_at, id) < ($4, $5::uuid))
                      ORDER BY occurred_at DESC, id DESC
                      LIMIT $6",
-                )
-                .await?;
-            // One more than asked: whether it exists says whether there is a next page.
-            let fetch = i64::from(query.limit) + 1;
-            let rows = client
-                .query(
-                    &statement,
                     &[
                         &query.organization_id.as_uuid(),
                         &query.action.map(Action::as_str),

@@ -1,9 +1,9 @@
-//! Statements prepared once per pooled connection (deadpool's statement cache). Given a plain
-//! string, tokio-postgres sends a Parse and waits for its answer before every execution: one
-//! extra round trip per statement, and a revoke runs six of them while every instance of the
-//! fleet waits for its notice.
+//! Statements prepared once per pooled connection (deadpool's statement cache), on the
+//! connection or inside a transaction. Given a plain string, tokio-postgres sends a Parse and
+//! waits for its answer before every execution: one extra round trip per statement, and a
+//! revoke runs six of them while every instance of the fleet waits for its notice.
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error, Row};
 
@@ -16,7 +16,8 @@ pub(super) trait CachedStatements {
     async fn query_opt_cached(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error>;
 }
 
-impl CachedStatements for Transaction<'_> {
+/// For pooled connections and their transactions alike.
+impl<C: GenericClient + Sync> CachedStatements for C {
     async fn execute_cached(&self, sql: &str, params: Params<'_>) -> Result<u64, Error> {
         let statement = self.prepare_cached(sql).await?;
         self.execute(&statement, params).await

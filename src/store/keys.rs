@@ -186,18 +186,16 @@ impl Store {
     ) -> Result<Vec<KeyRecord>, StoreError> {
         self.within_deadline(async {
             let client = self.pool.get().await?;
-            let statement = client
-                .prepare_cached(
+            let project = project.map(|p| p.as_uuid());
+            let rows = client
+                .query_cached(
                     "SELECT id, organization_id, project_id, prefix, key_type, name,
                             last_used_at, created_at, revoked_at, expires_at
                      FROM api_keys
                      WHERE organization_id = $1 AND ($2::uuid IS NULL OR project_id = $2)
                      ORDER BY created_at DESC, id DESC",
+                    &[&org.as_uuid(), &project],
                 )
-                .await?;
-            let project = project.map(|p| p.as_uuid());
-            let rows = client
-                .query(&statement, &[&org.as_uuid(), &project])
                 .await?;
             // A key of a type this build does not know is left out (and logged): the list
             // keeps to the contract's types, and the key can't authenticate here anyway.
@@ -350,15 +348,13 @@ impl Store {
     pub async fn find_key_state(&self, hash: &KeyHash) -> Result<KeyState, StoreError> {
         self.within_deadline(async {
             let client = self.pool.get().await?;
-            let statement = client
-                .prepare_cached(
+            let row = client
+                .query_opt_cached(
                     "SELECT id, organization_id, project_id, key_type, revoked_at IS NOT NULL,
                             expires_at
                      FROM api_keys WHERE key_hash = $1",
+                    &[&hash.as_bytes().as_slice()],
                 )
-                .await?;
-            let row = client
-                .query_opt(&statement, &[&hash.as_bytes().as_slice()])
                 .await?;
             // Fail closed: a key of a type this build does not know is no valid key here,
             // never read as some type it does know.
@@ -390,15 +386,15 @@ impl Store {
     ) -> Result<u64, StoreError> {
         self.within_deadline(async {
             let client = self.pool.get().await?;
-            let statement = client
-                .prepare_cached(
+            Ok(client
+                .execute_cached(
                     "UPDATE api_keys SET last_used_at = batch.used_at
                      FROM unnest($1::uuid[], $2::timestamptz[]) AS batch(id, used_at)
                      WHERE api_keys.id = batch.id
                        AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < batch.used_at)",
+                    &[&ids, &used_at],
                 )
-                .await?;
-            Ok(client.execute(&statement, &[&ids, &used_at]).await?)
+                .await?)
         })
         .await
     }
