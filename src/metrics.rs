@@ -16,7 +16,7 @@ use crate::auth::{AuthCache, LastUsedRecorder};
 
 mod route;
 
-pub use route::{method_label, observe_unrouted, RouteMetrics};
+pub use route::{observe_unrouted, RouteMetrics};
 
 /// Seconds, from 100 µs: the auth hot path answers in well under a millisecond.
 const LATENCY_BUCKETS: &[f64] = &[

@@ -44,12 +44,21 @@ pub fn observe<B>(response: &mut ServiceResponse<B>, elapsed: Duration) {
     let Some(state) = request.app_data::<web::Data<AppState>>() else {
         return;
     };
-    match request.app_data::<RouteMetrics>() {
-        Some(route) => route.observe(&state.metrics, request, status, elapsed),
-        None => observe_unrouted(&state.metrics, request, status, elapsed),
-    }
+    let unrouted;
+    let label = match request.app_data::<RouteMetrics>() {
+        Some(route) => {
+            route.observe(&state.metrics, request, status, elapsed);
+            route.label(request)
+        }
+        None => {
+            unrouted = request.match_pattern();
+            let label = unrouted.as_deref().unwrap_or(UNMATCHED_ROUTE);
+            observe_unrouted(&state.metrics, request, label, status, elapsed);
+            label
+        }
+    };
     if tracing::enabled!(tracing::Level::INFO) {
-        log_request(request, status, elapsed, state);
+        log_request(request, label, status, elapsed, state);
     }
     if state.draining.load(Ordering::Acquire) {
         response
@@ -59,8 +68,13 @@ pub fn observe<B>(response: &mut ServiceResponse<B>, elapsed: Duration) {
     }
 }
 
-fn log_request(request: &HttpRequest, status: StatusCode, elapsed: Duration, state: &AppState) {
-    let route = request.match_pattern();
+fn log_request(
+    request: &HttpRequest,
+    route: &str,
+    status: StatusCode,
+    elapsed: Duration,
+    state: &AppState,
+) {
     let client_ip = state
         .settings
         .server
@@ -74,7 +88,7 @@ fn log_request(request: &HttpRequest, status: StatusCode, elapsed: Duration, sta
     tracing::info!(
         request_id = RequestId::current().as_str(),
         method = %request.method(),
-        route = route.as_deref().unwrap_or(UNMATCHED_ROUTE),
+        route,
         status = status.as_u16(),
         latency_us = elapsed.as_micros() as u64,
         organization_id = organization_id.map(tracing::field::display),

@@ -67,16 +67,16 @@ impl RouteMetrics {
     }
 }
 
-/// Observes a request served by no resource (a 404, or a refusal before routing): the
-/// labelled lookup, once per request.
+/// Observes a request served by no resource (a 404, or a refusal before routing) under
+/// `route` (its matched pattern, else [`UNMATCHED_ROUTE`]): the labelled lookup, once per
+/// request.
 pub fn observe_unrouted(
     metrics: &Metrics,
     request: &HttpRequest,
+    route: &str,
     status: StatusCode,
     elapsed: Duration,
 ) {
-    let route = request.match_pattern();
-    let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
     metrics
         .http_requests
         .with_label_values(&[method_label(request.method()), route, status.as_str()])
