@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use logstitch_gateway::auth::{AuthCache, KeyLookup, KeyState, LookupFuture};
-use logstitch_gateway::domain::{ApiKey, KeyHash, KeyType};
+use logstitch_gateway::auth::{AuthCache, KeyLookup, LookupFuture};
+use logstitch_gateway::domain::{ApiKey, KeyHash, KeyState, KeyType};
 use logstitch_gateway::metrics::Metrics;
 
 /// Every hash is a valid project key; the benchmark only measures hits, so this is called

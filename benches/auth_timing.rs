@@ -33,10 +33,10 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 
-use logstitch_gateway::auth::{
-    AuthCache, CacheSettings, Identity, KeyLookup, KeyState, LookupFuture,
+use logstitch_gateway::auth::{AuthCache, CacheSettings, KeyLookup, LookupFuture};
+use logstitch_gateway::domain::{
+    ApiKey, Identity, KeyHash, KeyId, KeyState, KeyType, OrgId, ProjectId,
 };
-use logstitch_gateway::domain::{ApiKey, KeyHash, KeyId, KeyType, OrgId, ProjectId};
 use logstitch_gateway::metrics::Metrics;
 
 /// Knows exactly the keys it was given; every other hash is unknown.

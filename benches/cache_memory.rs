@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use logstitch_gateway::auth::{AuthCache, Identity, KeyLookup, KeyState, LookupFuture};
-use logstitch_gateway::domain::KeyHash;
+use logstitch_gateway::auth::{AuthCache, KeyLookup, LookupFuture};
+use logstitch_gateway::domain::{Identity, KeyHash, KeyState};
 use logstitch_gateway::metrics::Metrics;
 
 // The same allocator as the binary (src/main.rs), so the figure is the service's.

@@ -19,8 +19,8 @@ use rand::{distributions::Alphanumeric, Rng};
 
 use logstitch_gateway::auth::LastUsedRecorder;
 use logstitch_gateway::configuration::Settings;
-use logstitch_gateway::gateway::FailedAuthThrottle;
 use logstitch_gateway::metrics::{Metrics, RouteMetrics};
+use logstitch_gateway::rate_limit::FailedAuthThrottle;
 use logstitch_gateway::request_id::RequestId;
 
 /// The request id as it was made until issue 13: one rejection-sampled draw per character.

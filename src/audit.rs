@@ -7,9 +7,8 @@ use std::net::IpAddr;
 use actix_web::http::header::USER_AGENT;
 use actix_web::HttpRequest;
 
-use crate::auth::Identity;
 use crate::client_addr::TrustedProxies;
-use crate::domain::{KeyId, KeyType};
+use crate::domain::{Identity, KeyId, KeyType};
 use crate::request_id::RequestId;
 
 /// A stored user agent is cut to this many bytes: enough to recognise any real client, and

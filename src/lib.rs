@@ -1,5 +1,6 @@
 //! LogStitch gateway: the API key service and authentication gateway.
 
+pub mod access;
 pub mod actors;
 pub mod audit;
 pub mod auth;
@@ -12,8 +13,10 @@ pub mod error;
 pub mod gateway;
 pub mod invalidation;
 pub mod metrics;
+pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;

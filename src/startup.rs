@@ -1,8 +1,9 @@
-//! The application: shared state, the one app factory, and the server's life cycle.
+//! The application: the one app factory, and the server's life cycle. The state handlers share
+//! is `state::AppState`; this module only assembles the server around it.
 //! `main` and the integration tests both start the service through `Application`.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,34 +13,14 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use uuid::Uuid;
 
-use crate::actors::OrgActors;
-use crate::auth::cache_settings;
-use crate::auth::{AuthCache, LastUsedRecorder};
 use crate::configuration::Settings;
 use crate::edge;
-use crate::gateway::{self, FailedAuthThrottle, KeyRateLimits};
-use crate::invalidation::{InvalidationListener, ListenerStatus, RevocationAcks};
-use crate::metrics::Metrics;
+use crate::gateway;
+use crate::invalidation::{InvalidationListener, RevocationAcks};
 use crate::request_id::assign_request_id;
 use crate::routes;
+use crate::state::AppState;
 use crate::store::{run_migrations, Store};
-
-/// What every handler can reach. Cheap to share: everything inside is a handle.
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub store: Store,
-    pub auth_cache: Arc<AuthCache>,
-    pub org_actors: OrgActors,
-    pub last_used: Arc<LastUsedRecorder>,
-    pub metrics: Arc<Metrics>,
-    pub listener: ListenerStatus,
-    /// Set on SIGTERM: `/readyz` answers 503 and responses close their connections, so load
-    /// balancers and clients move away before the server stops accepting.
-    pub draining: AtomicBool,
-    pub key_rate_limits: KeyRateLimits,
-    pub failed_auth: FailedAuthThrottle,
-    pub instance_id: String,
-}
 
 pub struct Application {
     port: u16,
@@ -133,7 +114,12 @@ impl Application {
         let mut background = Background::new();
         let instance_id = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let acks = Arc::new(RevocationAcks::new(instance_id.clone()));
-        let state = web::Data::new(app_state(settings, instance_id, &background, acks.clone())?);
+        let state = web::Data::new(AppState::new(
+            settings,
+            instance_id,
+            background.arbiter.handle(),
+            acks.clone(),
+        )?);
 
         let port = listener.local_addr()?.port();
         let public = public_server(state.clone(), listener)?;
@@ -235,46 +221,6 @@ impl StopHandle {
 }
 
 pub use crate::invalidation::listener_application_name;
-
-/// The shared state: store, cache, actors, limits. Spawns nothing (actors start on demand).
-fn app_state(
-    settings: Arc<Settings>,
-    instance_id: String,
-    background: &Background,
-    acks: Arc<RevocationAcks>,
-) -> anyhow::Result<AppState> {
-    let store = Store::connect(&settings.database)?;
-    let metrics = Arc::new(Metrics::new());
-    metrics.register_gateway_routes(settings.gateway.routes.iter().map(|r| r.prefix.as_str()));
-    let auth_cache = Arc::new(AuthCache::new(
-        cache_settings(&settings.auth),
-        Arc::new(store.clone()),
-        metrics.clone(),
-    ));
-    let last_used = Arc::new(LastUsedRecorder::new(settings.last_used.max_pending.get()));
-    metrics.watch(store.pool().clone(), auth_cache.clone(), last_used.clone());
-    let org_actors = OrgActors::new(
-        background.arbiter.handle(),
-        store.clone(),
-        auth_cache.clone(),
-        acks,
-        metrics.clone(),
-        &settings,
-    );
-    Ok(AppState {
-        key_rate_limits: KeyRateLimits::new(&settings.rate_limit, metrics.clone())?,
-        failed_auth: FailedAuthThrottle::new(&settings.rate_limit),
-        settings,
-        store,
-        auth_cache,
-        org_actors,
-        last_used,
-        metrics,
-        listener: ListenerStatus::default(),
-        draining: AtomicBool::new(false),
-        instance_id,
-    })
-}
 
 /// The public server: every route, behind [`edge::every_request`] (request id, path
 /// normalisation, bare-405 envelope, metrics and log line).

@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 use crate::configuration::LogFormat;
 use crate::metrics::{observe_unrouted, RouteMetrics, UNMATCHED_ROUTE};
 use crate::request_id::RequestId;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
@@ -82,7 +82,7 @@ fn log_request(
         .client_ip(request.peer_addr(), request.headers());
     let organization_id = request
         .extensions()
-        .get::<crate::auth::AuthOutcome>()
+        .get::<crate::access::AuthOutcome>()
         .and_then(|outcome| outcome.0.as_ref().ok())
         .map(|identity| identity.organization_id);
     tracing::info!(

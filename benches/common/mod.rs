@@ -3,9 +3,9 @@
 // Each bench uses its own subset.
 #![allow(dead_code)]
 
-use logstitch_gateway::auth::{cache_settings, CacheSettings, Identity};
+use logstitch_gateway::auth::{cache_settings, CacheSettings};
 use logstitch_gateway::configuration::Settings;
-use logstitch_gateway::domain::{KeyId, KeyType, OrgId, ProjectId};
+use logstitch_gateway::domain::{Identity, KeyId, KeyType, OrgId, ProjectId};
 
 /// The service's cache settings (config/default.toml, as `serve` loads them), with room for
 /// at least 1,000,000 keys.

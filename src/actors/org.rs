@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 
 use super::Claim;
 use crate::audit::AuditContext;
-use crate::auth::{AuthCache, Identity, InvalidationSource};
-use crate::domain::{ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId};
+use crate::auth::{AuthCache, InvalidationSource};
+use crate::domain::{ApiKey, DisplayName, Identity, KeyId, KeyType, OrgId, ProjectId};
 use crate::invalidation::{AckWaiter, RevocationAcks};
 use crate::metrics::Metrics;
 use crate::store::{

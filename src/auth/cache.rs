@@ -24,8 +24,7 @@ pub use super::freshness::LoadEpoch;
 use super::freshness::{FreshnessGuard, INVALIDATION_MEMORY, INVALIDATION_MEMORY_ENTRIES};
 use super::inflight::InFlight;
 use super::trust::Trust;
-use super::{Identity, KeyState};
-use crate::domain::KeyHash;
+use crate::domain::{Identity, KeyHash, KeyState};
 use crate::metrics::{InvalidationLabel, Metrics};
 use crate::store::{Store, StoreError};
 

@@ -1,15 +1,13 @@
 //! Authentication: who a bearer key is (`Identity`), the cache in front of Postgres with its
-//! freshness guard, the middleware that resolves the key once per request, and the typed
-//! extractor handlers use.
+//! freshness guard, and the lastUsedAt recorder. The middleware that resolves a request's key
+//! and the typed extractors handlers use are in `access`, above the application state.
 //!
 //! The hot path, top to bottom: header → format check → SHA-256 → cache → identity. Only a
 //! key without a fresh cached answer meets the failed-auth throttle and, past it, the store.
 //! It never goes through an actor mailbox.
 
 mod cache;
-mod extract;
 mod freshness;
-mod identity;
 mod inflight;
 mod last_used;
 mod trust;
@@ -18,11 +16,7 @@ pub use cache::{
     cache_settings, AuthCache, CacheSettings, InvalidationSource, KeyLookup, LoadEpoch,
     LookupFuture,
 };
-pub(crate) use extract::bearer_token;
-pub use extract::{
-    authenticate, authorize, AnyKey, AuthFailure, AuthOutcome, Authenticated, MasterOnly,
-    Permission,
-};
 pub use freshness::INVALIDATION_MEMORY;
-pub use identity::{Identity, KeyState};
+// Until the store imports them from `domain` (issue 19, after the store split lands).
+pub use crate::domain::{Identity, KeyState};
 pub use last_used::LastUsedRecorder;

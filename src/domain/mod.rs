@@ -3,9 +3,11 @@
 mod api_key;
 mod display_name;
 mod expiry;
+mod identity;
 mod ids;
 
 pub use api_key::{ApiKey, KeyHash, KeyPrefix, KeyType, MalformedKey};
 pub use display_name::{DisplayName, NAME_MAX_CHARS};
 pub use expiry::{parse_expiry, to_millis, MAX_EXPIRY_MONTHS};
+pub use identity::{Identity, KeyState};
 pub use ids::{KeyId, OrgId, ProjectId};

@@ -14,14 +14,14 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 
 use super::headers::{self, Forwarding};
 use super::upstream::{RequestBody, UpstreamError, UpstreamRequest, Upstreams};
-use super::RateDecision;
-use crate::auth::{authenticate, authorize, Identity};
+use crate::access::{authenticate, authorize};
 use crate::configuration::{GatewayRoute, Settings};
-use crate::domain::KeyType;
+use crate::domain::{Identity, KeyType};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{RateLimitedBy, UpstreamErrorKind};
+use crate::rate_limit::RateDecision;
 use crate::request_id::{RequestId, REQUEST_ID_HEADER};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// One configured route, as the phases need it.
 struct Target {

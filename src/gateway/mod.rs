@@ -5,12 +5,8 @@
 mod forward;
 mod headers;
 mod path;
-mod rate_limit;
-mod shared_limit;
 mod upstream;
 
 pub use forward::configure;
 pub use path::{normalize, normalize_request, PathError};
-pub use rate_limit::{Buckets, FailedAuthThrottle, KeyRateLimits, Limit, RateDecision};
-pub use shared_limit::{lease_cap, RedisUnavailable, SharedBuckets};
 pub use upstream::Upstreams;

@@ -12,14 +12,13 @@ use subtle::ConstantTimeEq;
 
 use super::body::JsonBody;
 use super::resource;
+use crate::access::{bearer_token, AuthFailure};
 use crate::audit::{Actor, AuditContext};
-use crate::auth::bearer_token;
-use crate::auth::AuthFailure;
 use crate::domain::{OrgId, ProjectId};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::RateLimitedBy;
 use crate::request_id::RequestId;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/admin/v1/organizations").route(web::post().to(create_organization)));

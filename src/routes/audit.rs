@@ -7,11 +7,11 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{resource, timestamp};
+use crate::access::{Authenticated, MasterOnly};
 use crate::audit::Action;
-use crate::auth::{Authenticated, MasterOnly};
 use crate::error::{ApiError, FieldError};
 use crate::request_id::RequestId;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{AuditEventRecord, EventPosition, EventQuery};
 
 pub const DEFAULT_LIMIT: u16 = 50;

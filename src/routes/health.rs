@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::resource;
 use crate::error::{ApiError, ErrorCode};
 use crate::request_id::RequestId;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::migrations_applied;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

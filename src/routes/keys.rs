@@ -7,13 +7,13 @@ use serde_json::Value;
 
 use super::body::{Fields, JsonBody, OptionalJsonBody};
 use super::{resource, timestamp};
+use crate::access::{AnyKey, Authenticated, MasterOnly};
 use crate::actors::{Claim, CreateKey, RevokeKey, RollKey};
 use crate::audit::AuditContext;
-use crate::auth::{AnyKey, Authenticated, Identity, MasterOnly};
-use crate::domain::{parse_expiry, DisplayName, KeyId, KeyType, ProjectId};
+use crate::domain::{parse_expiry, DisplayName, Identity, KeyId, KeyType, ProjectId};
 use crate::error::{ApiError, ErrorCode, FieldError};
 use crate::request_id::RequestId;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{CreateKeyError, KeyRecord, NotRollable, RevokeError, RollError};
 
 /// A roll's default overlap, and the longest allowed (one week).

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 
 use super::resource;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/metrics").route(web::get().to(metrics)));

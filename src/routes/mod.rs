@@ -17,7 +17,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse, Resource, ResponseError};
 
-use crate::auth::authenticate;
+use crate::access::authenticate;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::RouteMetrics;
 

@@ -6,12 +6,12 @@ use serde::Serialize;
 
 use super::body::JsonBody;
 use super::{resource, timestamp};
+use crate::access::{Authenticated, MasterOnly};
 use crate::audit::AuditContext;
-use crate::auth::{Authenticated, MasterOnly};
 use crate::domain::ProjectId;
 use crate::error::ApiError;
 use crate::request_id::RequestId;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::ProjectRecord;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{resource, timestamp};
-use crate::auth::{AnyKey, Authenticated};
+use crate::access::{AnyKey, Authenticated};
 use crate::domain::{KeyId, OrgId, ProjectId};
 use crate::request_id::RequestId;
 

@@ -3,7 +3,8 @@
 use actix_web::http::header::{HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 
-use crate::domain::{KeyId, KeyType, OrgId, ProjectId};
+use super::api_key::KeyType;
+use super::ids::{KeyId, OrgId, ProjectId};
 
 pub const ORGANIZATION_ID_HEADER: HeaderName =
     HeaderName::from_static("x-logstitch-organization-id");

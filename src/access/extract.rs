@@ -16,12 +16,11 @@ use actix_web::http::header::{HeaderValue, AUTHORIZATION};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, FromRequest, HttpMessage, HttpRequest};
 
-use super::{Identity, KeyState};
-use crate::domain::{ApiKey, KeyHash, KeyType};
+use crate::domain::{ApiKey, Identity, KeyHash, KeyState, KeyType};
 use crate::error::{ApiError, ErrorCode};
-use crate::gateway::RateDecision;
 use crate::metrics::{AuthResult, RateLimitedBy};
-use crate::startup::AppState;
+use crate::rate_limit::RateDecision;
+use crate::state::AppState;
 use crate::store::StoreError;
 
 /// Why a request is not authenticated.

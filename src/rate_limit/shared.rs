@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::ExposeSecret;
 
-use super::rate_limit::{Limit, RateDecision};
+use super::limit::{Limit, RateDecision};
 use crate::configuration::RateLimitSettings;
 use crate::domain::KeyId;
 use crate::metrics::{Metrics, RedisRoundTrip};

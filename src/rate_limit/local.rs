@@ -8,63 +8,19 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
-
-use super::shared_limit::{RedisUnavailable, SharedBuckets};
-use crate::auth::Identity;
+use super::limit::{Limit, RateDecision};
+use super::shared::{RedisUnavailable, SharedBuckets};
 use crate::configuration::{OnRedisError, RateLimitSettings, RateLimitStore};
-use crate::domain::{KeyId, ProjectId};
+use crate::domain::{Identity, KeyId, ProjectId};
 use crate::metrics::{Metrics, RateLimitFallback};
 
 const IDLE_EVICTION: Duration = Duration::from_secs(600);
 const MAX_BUCKETS: u64 = 1_000_000;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limit {
-    pub per_second: f64,
-    pub burst: u32,
-}
-
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
     updated: Instant,
-}
-
-/// The outcome of taking (or peeking at) a token, with what the RateLimit headers report.
-#[derive(Debug, Clone, Copy)]
-pub struct RateDecision {
-    pub allowed: bool,
-    pub limit: u32,
-    pub remaining: u32,
-    /// Seconds until the bucket is full again.
-    pub reset_secs: u64,
-    /// Seconds until one token is available (0 when allowed).
-    pub retry_after_secs: u64,
-}
-
-impl RateDecision {
-    /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`, and `Retry-After` when refused.
-    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
-        let mut headers = vec![
-            (
-                HeaderName::from_static("ratelimit-limit"),
-                self.limit.into(),
-            ),
-            (
-                HeaderName::from_static("ratelimit-remaining"),
-                self.remaining.into(),
-            ),
-            (
-                HeaderName::from_static("ratelimit-reset"),
-                self.reset_secs.into(),
-            ),
-        ];
-        if !self.allowed {
-            headers.push((RETRY_AFTER, self.retry_after_secs.into()));
-        }
-        headers
-    }
 }
 
 pub struct Buckets<K> {
@@ -267,6 +223,7 @@ fn bucket_of(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::http::header::RETRY_AFTER;
 
     const LIMIT: Limit = Limit {
         per_second: 1.0,

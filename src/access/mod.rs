@@ -1,0 +1,11 @@
+//! Who may call what: the `authenticate` middleware that resolves a request's key once, and
+//! the typed checks routes apply to the result (`Authenticated<MasterOnly | AnyKey>`, and
+//! `authorize` for gateway routes). Above the application state, which it reads.
+
+mod extract;
+
+pub(crate) use extract::bearer_token;
+pub use extract::{
+    authenticate, authorize, AnyKey, AuthFailure, AuthOutcome, Authenticated, MasterOnly,
+    Permission,
+};

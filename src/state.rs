@@ -1,0 +1,75 @@
+//! What every handler shares: settings, the store, the auth cache, the organization actors,
+//! limits and metrics. Below the routes, the extractors and the gateway, which read it; the
+//! app factory (`startup`) builds it and never the other way round.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use actix_rt::ArbiterHandle;
+
+use crate::actors::OrgActors;
+use crate::auth::{cache_settings, AuthCache, LastUsedRecorder};
+use crate::configuration::Settings;
+use crate::invalidation::{ListenerStatus, RevocationAcks};
+use crate::metrics::Metrics;
+use crate::rate_limit::{FailedAuthThrottle, KeyRateLimits};
+use crate::store::Store;
+
+/// Cheap to share: everything inside is a handle.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub auth_cache: Arc<AuthCache>,
+    pub org_actors: OrgActors,
+    pub last_used: Arc<LastUsedRecorder>,
+    pub metrics: Arc<Metrics>,
+    pub listener: ListenerStatus,
+    /// Set on SIGTERM: `/readyz` answers 503 and responses close their connections, so load
+    /// balancers and clients move away before the server stops accepting.
+    pub draining: AtomicBool,
+    pub key_rate_limits: KeyRateLimits,
+    pub failed_auth: FailedAuthThrottle,
+    pub instance_id: String,
+}
+
+impl AppState {
+    /// Store, cache, actors (on `arbiter`, started on demand), limits. Spawns nothing.
+    pub fn new(
+        settings: Arc<Settings>,
+        instance_id: String,
+        arbiter: ArbiterHandle,
+        acks: Arc<RevocationAcks>,
+    ) -> anyhow::Result<AppState> {
+        let store = Store::connect(&settings.database)?;
+        let metrics = Arc::new(Metrics::new());
+        metrics.register_gateway_routes(settings.gateway.routes.iter().map(|r| r.prefix.as_str()));
+        let auth_cache = Arc::new(AuthCache::new(
+            cache_settings(&settings.auth),
+            Arc::new(store.clone()),
+            metrics.clone(),
+        ));
+        let last_used = Arc::new(LastUsedRecorder::new(settings.last_used.max_pending.get()));
+        metrics.watch(store.pool().clone(), auth_cache.clone(), last_used.clone());
+        let org_actors = OrgActors::new(
+            arbiter,
+            store.clone(),
+            auth_cache.clone(),
+            acks,
+            metrics.clone(),
+            &settings,
+        );
+        Ok(AppState {
+            key_rate_limits: KeyRateLimits::new(&settings.rate_limit, metrics.clone())?,
+            failed_auth: FailedAuthThrottle::new(&settings.rate_limit),
+            settings,
+            store,
+            auth_cache,
+            org_actors,
+            last_used,
+            metrics,
+            listener: ListenerStatus::default(),
+            draining: AtomicBool::new(false),
+            instance_id,
+        })
+    }
+}
