@@ -3,8 +3,10 @@
 //! What a request waits for after its transaction (a revoke's acknowledgements) happens
 //! outside the actor, so it never holds the organization's other key changes.
 
+mod claim;
 mod org;
 mod registry;
 
+pub use claim::{Claim, Claimed};
 pub use org::{CreateKey, CreatedKey, OrgActor, Revocation, RevokeKey, Roll, RollKey, RolledKey};
-pub use registry::{ActorUnavailable, Claim, Claimed, OrgActors};
+pub use registry::{ActorUnavailable, OrgActors};

@@ -8,7 +8,7 @@ use actix::prelude::*;
 
 use chrono::{DateTime, Utc};
 
-use super::Claim;
+use super::claim::{Claim, Claimed};
 use crate::audit::AuditContext;
 use crate::auth::{AuthCache, InvalidationSource};
 use crate::domain::{ApiKey, DisplayName, Identity, KeyId, KeyType, OrgId, ProjectId};
@@ -137,7 +137,7 @@ impl PendingAcks {
     }
 }
 
-impl super::Claimed for CreateKey {
+impl Claimed for CreateKey {
     type Answer = Result<CreatedKey, CreateKeyError>;
 
     fn claim(&self) -> &Claim {
@@ -149,7 +149,7 @@ impl super::Claimed for CreateKey {
     }
 }
 
-impl super::Claimed for RevokeKey {
+impl Claimed for RevokeKey {
     type Answer = Result<RevokeOutcome, RevokeError>;
 
     fn claim(&self) -> &Claim {
@@ -166,7 +166,7 @@ impl super::Claimed for RevokeKey {
     }
 }
 
-impl super::Claimed for RollKey {
+impl Claimed for RollKey {
     type Answer = Result<RolledKey, RollError>;
 
     fn claim(&self) -> &Claim {

@@ -3,9 +3,7 @@
 //! replaced on next use.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +11,8 @@ use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use actix_rt::ArbiterHandle;
 
-use super::OrgActor;
+use super::claim::Claimed;
+use super::org::OrgActor;
 use crate::auth::AuthCache;
 use crate::configuration::Settings;
 use crate::domain::OrgId;
@@ -37,44 +36,6 @@ impl From<ActorUnavailable> for ApiError {
         )
         .with_cause(error)
     }
-}
-
-/// Who gets to decide a message's fate: the actor by starting it, or the requester by giving
-/// up first. Exactly one of them wins, so a request answered 503 never has its work done
-/// anyway, and a started one is always waited for.
-#[derive(Debug, Clone, Default)]
-pub struct Claim(Arc<AtomicU8>);
-
-const PENDING: u8 = 0;
-const STARTED: u8 = 1;
-const ABANDONED: u8 = 2;
-
-impl Claim {
-    /// The actor: true when it may do the work.
-    pub fn start(&self) -> bool {
-        self.0
-            .compare_exchange(PENDING, STARTED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    /// The requester: true when it gave up before the work started.
-    fn abandon(&self) -> bool {
-        self.0
-            .compare_exchange(PENDING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-}
-
-/// Messages that carry a [`Claim`], and what their requester does with the actor's answer.
-pub trait Claimed: Message {
-    /// What [`OrgActors::ask`] returns.
-    type Answer;
-
-    fn claim(&self) -> &Claim;
-
-    /// Runs after the actor answered, outside its atomic section: work the request must wait
-    /// for but the organization's other messages need not (a revoke's acknowledgements).
-    fn conclude(result: Self::Result) -> impl Future<Output = Self::Answer>;
 }
 
 pub struct OrgActors {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use super::body::JsonBody;
-use super::resource;
+use super::responses::resource;
 use crate::access::{bearer_token, AuthFailure};
 use crate::audit::{Actor, AuditContext};
 use crate::domain::{OrgId, ProjectId};

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{resource, timestamp};
+use super::responses::resource;
+use super::timestamp;
 use crate::access::{Authenticated, MasterOnly};
 use crate::audit::Action;
 use crate::error::{ApiError, FieldError};

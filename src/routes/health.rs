@@ -4,7 +4,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use super::resource;
+use super::responses::resource;
 use crate::error::{ApiError, ErrorCode};
 use crate::request_id::RequestId;
 use crate::state::AppState;

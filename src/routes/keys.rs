@@ -6,7 +6,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::body::{Fields, JsonBody, OptionalJsonBody};
-use super::{resource, timestamp};
+use super::responses::resource;
+use super::timestamp;
 use crate::access::{AnyKey, Authenticated, MasterOnly};
 use crate::actors::{Claim, CreateKey, RevokeKey, RollKey};
 use crate::audit::AuditContext;
@@ -178,7 +179,7 @@ async fn list_keys(
         .list_keys(identity.organization_id, identity.project_id)
         .await?;
     let keys = records.iter().map(KeyView::from).collect();
-    Ok(super::listed("keys", keys, request_id))
+    Ok(super::responses::listed("keys", keys, request_id))
 }
 
 #[derive(Serialize)]

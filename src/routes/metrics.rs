@@ -2,7 +2,7 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::resource;
+use super::responses::resource;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::resource;
+use super::responses::resource;
 
 /// The description, compiled into the binary.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");

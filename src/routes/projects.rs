@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::body::JsonBody;
-use super::{resource, timestamp};
+use super::responses::resource;
+use super::timestamp;
 use crate::access::{Authenticated, MasterOnly};
 use crate::audit::AuditContext;
 use crate::domain::ProjectId;
@@ -83,5 +84,5 @@ async fn list_projects(
         .list_projects(caller.identity.organization_id)
         .await?;
     let projects = records.iter().map(ProjectView::from).collect();
-    Ok(super::listed("projects", projects, request_id))
+    Ok(super::responses::listed("projects", projects, request_id))
 }

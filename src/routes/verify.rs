@@ -5,7 +5,8 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{resource, timestamp};
+use super::responses::resource;
+use super::timestamp;
 use crate::access::{AnyKey, Authenticated};
 use crate::domain::{KeyId, OrgId, ProjectId};
 use crate::request_id::RequestId;
