@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod invalidation;
 pub mod metrics;
 pub mod request_id;
+pub mod reserved_paths;
 pub mod routes;
 pub mod startup;
 pub mod store;
