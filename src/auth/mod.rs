@@ -23,6 +23,5 @@ pub use extract::{
     authenticate, authorize, AnyKey, AuthFailure, AuthOutcome, Authenticated, MasterOnly,
     Permission,
 };
-pub use freshness::INVALIDATION_MEMORY;
 pub use identity::{Identity, KeyState};
 pub use last_used::LastUsedRecorder;
