@@ -15,6 +15,7 @@ pub mod invalidation;
 pub mod metrics;
 pub mod rate_limit;
 pub mod request_id;
+pub mod reserved_paths;
 pub mod routes;
 pub mod startup;
 pub mod state;

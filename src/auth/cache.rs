@@ -21,9 +21,10 @@ use futures_util::future::{BoxFuture, FutureExt};
 use moka::Expiry;
 
 pub use super::freshness::LoadEpoch;
-use super::freshness::{FreshnessGuard, INVALIDATION_MEMORY, INVALIDATION_MEMORY_ENTRIES};
+use super::freshness::{FreshnessGuard, INVALIDATION_MEMORY_ENTRIES};
 use super::inflight::InFlight;
 use super::trust::Trust;
+use crate::configuration::INVALIDATION_MEMORY;
 use crate::domain::{Identity, KeyHash, KeyState};
 use crate::metrics::{InvalidationLabel, Metrics};
 use crate::store::{Store, StoreError};

@@ -13,7 +13,10 @@
 //! [`INVALIDATION_MEMORY`] can be forgotten without raising the floor because no load can run
 //! that long (`Settings::validate` refuses a lookup deadline that is not shorter); the cache
 //! also drops its entry for a forgotten hash, so a stale answer that reached the cache before
-//! it was caught can't outlive the memory either.
+//! it was caught can't outlive the memory either. The bound is a setting's bound, so it is
+//! defined with the settings.
+//!
+//! [`INVALIDATION_MEMORY`]: crate::configuration::INVALIDATION_MEMORY
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,9 +25,6 @@ use std::time::{Duration, Instant};
 
 use crate::domain::KeyHash;
 
-/// How long an invalidation is remembered. It must exceed the longest possible lookup (the
-/// store's deadline: `database.pool_timeout_ms` + `database.statement_timeout_ms` + 1 s).
-pub const INVALIDATION_MEMORY: Duration = Duration::from_secs(120);
 /// At most this many invalidations are remembered; beyond, the oldest is forgotten and the
 /// floor raised to its epoch.
 pub(super) const INVALIDATION_MEMORY_ENTRIES: usize = 100_000;
@@ -158,6 +158,7 @@ impl InvalidationMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::configuration::INVALIDATION_MEMORY;
 
     fn hash(n: u8) -> KeyHash {
         KeyHash::from_bytes(&[n; 32]).unwrap()

@@ -16,7 +16,6 @@ pub use cache::{
     cache_settings, AuthCache, CacheSettings, InvalidationSource, KeyLookup, LoadEpoch,
     LookupFuture,
 };
-pub use freshness::INVALIDATION_MEMORY;
 // Until the store imports them from `domain` (issue 19, after the store split lands).
 pub use crate::domain::{Identity, KeyState};
 pub use last_used::LastUsedRecorder;

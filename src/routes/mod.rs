@@ -21,6 +21,9 @@ pub use body::{json_config, BodyReadTimeout};
 pub use metrics::configure as configure_metrics;
 pub(crate) use responses::resource;
 pub use responses::{envelope_bare_405, not_found};
+// Defined below settings and routes alike (settings check gateway prefixes against it); named
+// here too for the API tests that compare it with openapi.json.
+pub use crate::reserved_paths::{overlaps, BUILT_IN_PATHS};
 
 /// Which optional parts the public listener serves.
 #[derive(Debug, Clone, Copy)]
@@ -29,32 +32,6 @@ pub struct RouteOptions {
     pub admin: bool,
     /// False when `/metrics` has its own listener (`server.metrics_listen`).
     pub metrics: bool,
-}
-
-/// The service's own routes (and everything under them). A gateway prefix may not equal,
-/// contain or sit under one of these (`Settings::validate`): a forwarded route must never
-/// shadow the key API, nor the key API a forwarded route.
-pub const BUILT_IN_PATHS: &[&str] = &[
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/openapi.json",
-    "/admin/v1/organizations",
-    "/api/v1/keys",
-    "/api/v1/projects",
-    "/api/v1/auth/verify",
-    "/api/v1/audit-events",
-];
-
-/// Whether a gateway `prefix` would overlap `path`: equal, or one under the other at a
-/// segment boundary.
-pub fn overlaps(prefix: &str, path: &str) -> bool {
-    let under = |inner: &str, outer: &str| {
-        inner
-            .strip_prefix(outer)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    };
-    under(prefix, path) || under(path, prefix)
 }
 
 /// The whole route table, in the one order that works: actix tries services in registration
@@ -86,19 +63,4 @@ pub fn configure(
             .configure(projects::configure)
             .configure(audit::configure),
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overlap_is_at_segment_boundaries() {
-        assert!(overlaps("/api/v1/keys", "/api/v1/keys"));
-        assert!(overlaps("/api/v1", "/api/v1/keys"));
-        assert!(overlaps("/api/v1/keys/x", "/api/v1/keys"));
-        assert!(!overlaps("/api/v1/keysx", "/api/v1/keys"));
-        assert!(!overlaps("/api/v1/events", "/api/v1/keys"));
-        assert!(!overlaps("/healthzz", "/healthz"));
-    }
 }

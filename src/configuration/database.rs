@@ -1,0 +1,29 @@
+//! `[database]`: the Postgres pool and the deadlines of what runs on it.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::serde_helpers::millis;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// May hold a password: secret, so it never prints.
+    pub url: SecretString,
+    pub pool_max_size: NonZeroUsize,
+    #[serde(rename = "pool_timeout_ms", deserialize_with = "millis")]
+    pub pool_timeout: Duration,
+    #[serde(rename = "statement_timeout_ms", deserialize_with = "millis")]
+    pub statement_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// The longest any store operation (an auth lookup among them) may take: waiting for a
+    /// connection, then the longest statement Postgres allows, plus a second of slack.
+    pub fn lookup_deadline(&self) -> Duration {
+        self.pool_timeout + self.statement_timeout + Duration::from_secs(1)
+    }
+}
