@@ -3,7 +3,7 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::serde_helpers::millis;
@@ -25,5 +25,20 @@ impl DatabaseSettings {
     /// connection, then the longest statement Postgres allows, plus a second of slack.
     pub fn lookup_deadline(&self) -> Duration {
         self.pool_timeout + self.statement_timeout + Duration::from_secs(1)
+    }
+
+    /// The libpq-style config, with our connect timeout and an application name for pg_stat_activity.
+    pub fn postgres_config(
+        &self,
+        application_name: &str,
+    ) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+        let mut config: tokio_postgres::Config = self.url.expose_secret().parse()?;
+        config.connect_timeout(self.pool_timeout);
+        config.application_name(application_name);
+        config.options(format!(
+            "-c statement_timeout={}",
+            self.statement_timeout.as_millis()
+        ));
+        Ok(config)
     }
 }

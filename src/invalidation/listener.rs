@@ -21,7 +21,6 @@ use crate::auth::{AuthCache, InvalidationSource};
 use crate::configuration::Settings;
 use crate::domain::KeyHash;
 use crate::metrics::Metrics;
-use crate::store::postgres_config;
 
 /// A connection that stayed up this long resets the reconnect backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -153,7 +152,7 @@ impl InvalidationListener {
     /// Connects, LISTENs, then handles notices until the connection ends or stops answering.
     async fn listen_until_dropped(&self) -> anyhow::Error {
         let connecting_name = format!("logstitch-connecting-{}", self.instance_id);
-        let mut config = match postgres_config(&self.settings.database, &connecting_name) {
+        let mut config = match self.settings.database.postgres_config(&connecting_name) {
             Ok(config) => config,
             Err(error) => return error.into(),
         };

@@ -17,7 +17,7 @@ pub use keys::{
 };
 pub use migrations::{migrations_applied, run_migrations};
 pub use orgs::{NewOrganization, OrganizationRecord, ProjectRecord};
-pub use pool::{connect_pool, postgres_config, StoreError};
+pub use pool::{connect_pool, StoreError};
 
 use std::future::Future;
 use std::time::Duration;

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use secrecy::ExposeSecret;
 use tokio_postgres::NoTls;
 
 use crate::configuration::DatabaseSettings;
@@ -56,24 +55,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The libpq-style config, with our connect timeout and an application name for pg_stat_activity.
-pub fn postgres_config(
-    settings: &DatabaseSettings,
-    application_name: &str,
-) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
-    let mut config: tokio_postgres::Config = settings.url.expose_secret().parse()?;
-    config.connect_timeout(settings.pool_timeout);
-    config.application_name(application_name);
-    config.options(format!(
-        "-c statement_timeout={}",
-        settings.statement_timeout.as_millis()
-    ));
-    Ok(config)
-}
-
 /// Builds the pool. It connects lazily, so a server can start while Postgres is down.
 pub fn connect_pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
-    let config = postgres_config(settings, "logstitch-gateway")?;
+    let config = settings.postgres_config("logstitch-gateway")?;
     let manager = Manager::from_config(
         config,
         NoTls,
