@@ -1,12 +1,13 @@
 //! `[gateway]`: the forwarded routes, and what their prefixes may not take.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::error::{invalid, SettingsError};
 use super::serde_helpers::millis;
-use crate::domain::KeyType;
+use crate::domain::{KeyType, ScopeName};
 use crate::reserved_paths::{overlaps, BUILT_IN_PATHS};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +37,63 @@ pub struct GatewayRoute {
     /// Pass `X-LogStitch-*` headers set by the upstream on to clients (default: dropped).
     #[serde(default)]
     pub expose_logstitch_headers: bool,
+    /// The scope a key needs for every method (`resource.action`); none: any key of
+    /// `key_types`.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Per-method scopes (`{ GET = "events.read" }`), overriding `scope` for those methods.
+    #[serde(default)]
+    pub method_scopes: BTreeMap<String, String>,
+}
+
+impl GatewayRoute {
+    /// The scope a request with `method` needs on this route, if any.
+    pub fn scope_for(&self, method: &str) -> Option<&str> {
+        self.method_scopes
+            .get(method)
+            .or(self.scope.as_ref())
+            .map(String::as_str)
+    }
+
+    /// Every scope this route names.
+    pub fn named_scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope
+            .iter()
+            .chain(self.method_scopes.values())
+            .map(String::as_str)
+    }
+
+    /// Route scopes are plain `resource.action` (a wildcard is what keys hold, never what a
+    /// route needs); methods are HTTP method names in capitals.
+    fn validate_scopes(&self, index: usize) -> Result<(), SettingsError> {
+        let plain =
+            "must be a scope `resource.action`, each part [a-z][a-z0-9_-]{0,31} (no wildcard)";
+        if let Some(scope) = &self.scope {
+            if ScopeName::parse(scope).is_none() {
+                return Err(SettingsError::Value {
+                    path: format!("gateway.routes[{index}].scope"),
+                    problem: plain.to_owned(),
+                });
+            }
+        }
+        for (method, scope) in &self.method_scopes {
+            let path = format!("gateway.routes[{index}].method_scopes.{method}");
+            let is_method = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
+            if !is_method {
+                return Err(SettingsError::Value {
+                    path,
+                    problem: "must be keyed by an HTTP method in capitals (GET, POST, …)".into(),
+                });
+            }
+            if ScopeName::parse(scope).is_none() {
+                return Err(SettingsError::Value {
+                    path,
+                    problem: plain.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 fn project_keys_only() -> Vec<KeyType> {
@@ -50,7 +108,8 @@ impl GatewaySettings {
     /// Each route's prefix, upstream and key types, and that no two prefixes repeat (route
     /// timeouts are among the durations `Settings::validate` checks).
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
-        for route in &self.routes {
+        for (index, route) in self.routes.iter().enumerate() {
+            route.validate_scopes(index)?;
             if !route.prefix.starts_with('/')
                 || route.prefix.len() < 2
                 || route.prefix.ends_with('/')
@@ -103,6 +162,8 @@ mod tests {
             key_types: vec![KeyType::Project],
             timeout: Duration::from_secs(1),
             expose_logstitch_headers: false,
+            scope: None,
+            method_scopes: BTreeMap::new(),
         };
         let gateway = |routes| GatewaySettings {
             routes,
@@ -124,5 +185,46 @@ mod tests {
         gateway(vec![route("/api/v1/events"), route("/api/v1/events/batch")])
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn route_scopes_are_plain_and_named_by_their_index() {
+        let route = |scope: Option<&str>, method: Option<(&str, &str)>| GatewayRoute {
+            prefix: "/api/v1/events".to_owned(),
+            upstream: "http://127.0.0.1:9000".to_owned(),
+            key_types: vec![KeyType::Project],
+            timeout: Duration::from_secs(1),
+            expose_logstitch_headers: false,
+            scope: scope.map(str::to_owned),
+            method_scopes: method
+                .map(|(m, s)| (m.to_owned(), s.to_owned()))
+                .into_iter()
+                .collect(),
+        };
+        let path_of = |route: GatewayRoute| match route.validate_scopes(3) {
+            Err(SettingsError::Value { path, .. }) => Some(path),
+            _ => None,
+        };
+        assert_eq!(
+            path_of(route(Some("events.write"), Some(("GET", "events.read")))),
+            None
+        );
+        for bad in ["events.*", "*", "events", "Events.write", ""] {
+            assert_eq!(
+                path_of(route(Some(bad), None)).as_deref(),
+                Some("gateway.routes[3].scope"),
+                "{bad:?}"
+            );
+            assert_eq!(
+                path_of(route(None, Some(("GET", bad)))).as_deref(),
+                Some("gateway.routes[3].method_scopes.GET"),
+                "{bad:?}"
+            );
+        }
+        assert!(path_of(route(None, Some(("get", "events.read")))).is_some());
+        let both = route(Some("events.write"), Some(("GET", "events.read")));
+        assert_eq!(both.scope_for("GET"), Some("events.read"));
+        assert_eq!(both.scope_for("POST"), Some("events.write"));
+        assert_eq!(route(None, None).scope_for("GET"), None);
     }
 }

@@ -123,6 +123,8 @@ pub fn route(prefix: &str, upstream: &str, key_types: &[&str], timeout_ms: u64) 
             .collect(),
         timeout: Duration::from_millis(timeout_ms),
         expose_logstitch_headers: false,
+        scope: None,
+        method_scopes: Default::default(),
     }
 }
 
