@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::audit::{record_event, Change};
-use super::{Store, StoreError};
+use super::handle::Store;
+use super::pool::StoreError;
 use crate::audit::{Action, AuditContext, TargetType};
 use crate::auth::{Identity, KeyState};
 use crate::domain::{
