@@ -59,11 +59,21 @@ pub(super) fn key_record(row: &tokio_postgres::Row, key_type: KeyType) -> KeyRec
 
 /// The key-row event for `record`'s key.
 pub(super) fn key_change(action: Action, record: &KeyRecord) -> Change {
+    key_event(action, record.organization_id, record.id, record.project_id)
+}
+
+/// The key-row event for key `key` of `organization_id` (and of `project_id`, for a project key).
+pub(super) fn key_event(
+    action: Action,
+    organization_id: OrgId,
+    key: KeyId,
+    project_id: Option<ProjectId>,
+) -> Change {
     Change {
-        organization_id: record.organization_id,
+        organization_id,
         action,
         target_type: TargetType::Key,
-        target_id: record.id.as_uuid(),
-        project_id: record.project_id,
+        target_id: key.as_uuid(),
+        project_id,
     }
 }

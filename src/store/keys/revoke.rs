@@ -2,10 +2,11 @@
 //! transaction, so the notice goes out only on commit.
 
 use super::locked::{announce_eviction, lock_key_in_scope};
-use crate::audit::{Action, AuditContext, TargetType};
+use super::record::key_event;
+use crate::audit::{Action, AuditContext};
 use crate::domain::{KeyHash, KeyId, KeyType, OrgId, ProjectId};
 use crate::invalidation::AckAddress;
-use crate::store::audit::{record_event, Change};
+use crate::store::audit::record_event;
 use crate::store::cached::CachedStatements;
 use crate::store::handle::Store;
 use crate::store::pool::StoreError;
@@ -64,13 +65,7 @@ impl Store {
             )
             .await
             .map_err(StoreError::from)?;
-            let change = Change {
-                organization_id: org,
-                action: Action::KeyRevoked,
-                target_type: TargetType::Key,
-                target_id: key.as_uuid(),
-                project_id: target.project_id,
-            };
+            let change = key_event(Action::KeyRevoked, org, key, target.project_id);
             record_event(&tx, &change, context).await?;
             let announced = announce_eviction(&tx, target.hash, acks).await?;
             tx.commit().await.map_err(StoreError::from)?;

@@ -5,11 +5,11 @@ use chrono::{DateTime, Utc};
 
 use super::create::{count_active, insert_key, NewKey};
 use super::locked::{announce_eviction, lock_key_in_scope, Announced};
-use super::record::KeyRecord;
-use crate::audit::{Action, AuditContext, TargetType};
+use super::record::{key_event, KeyRecord};
+use crate::audit::{Action, AuditContext};
 use crate::domain::{to_millis, ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId};
 use crate::invalidation::AckAddress;
-use crate::store::audit::{record_event, Change};
+use crate::store::audit::record_event;
 use crate::store::cached::CachedStatements;
 use crate::store::handle::Store;
 use crate::store::pool::StoreError;
@@ -134,13 +134,7 @@ impl Store {
             )
             .await
             .map_err(StoreError::from)?;
-            let change = Change {
-                organization_id: org,
-                action: Action::KeyRolled,
-                target_type: TargetType::Key,
-                target_id: roll.old_key.as_uuid(),
-                project_id: old.project_id,
-            };
+            let change = key_event(Action::KeyRolled, org, roll.old_key, old.project_id);
             record_event(&tx, &change, context).await?;
             let announced = announce_eviction(&tx, old.hash, acks).await?;
             tx.commit().await.map_err(StoreError::from)?;
