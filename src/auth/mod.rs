@@ -16,6 +16,4 @@ pub use cache::{
     cache_settings, AuthCache, CacheSettings, InvalidationSource, KeyLookup, LoadEpoch,
     LookupFuture,
 };
-// Until the store imports them from `domain` (issue 19, after the store split lands).
-pub use crate::domain::{Identity, KeyState};
 pub use last_used::LastUsedRecorder;

@@ -6,7 +6,8 @@ use super::cached::CachedStatements;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Store, StoreError};
+use super::handle::Store;
+use super::pool::StoreError;
 use crate::audit::{Action, AuditContext, TargetType};
 use crate::domain::{OrgId, ProjectId};
 

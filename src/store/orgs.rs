@@ -6,8 +6,9 @@ use super::cached::CachedStatements;
 use chrono::{DateTime, Utc};
 
 use super::audit::{record_event, Change};
+use super::handle::Store;
 use super::keys::{insert_key, org_lock_id, NewKey};
-use super::{Store, StoreError};
+use super::pool::StoreError;
 use crate::audit::{Action, AuditContext, TargetType};
 use crate::domain::{ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId};
 

@@ -1,0 +1,21 @@
+//! Key rows: create, list, revoke, roll, look up by hash, and the batched lastUsedAt write.
+//! Every change writes its audit event in its own transaction.
+//!
+//! This file only declares and re-exports: the files below import each other directly, never
+//! through here.
+
+mod create;
+mod last_used;
+mod locked;
+mod lookup;
+mod record;
+mod revoke;
+mod roll;
+
+pub(super) use create::insert_key;
+pub use create::{CreateKeyError, NewKey};
+pub(super) use locked::org_lock_id;
+pub use locked::Announced;
+pub use record::KeyRecord;
+pub use revoke::{RevokeError, RevokeOutcome};
+pub use roll::{NotRollable, RollError, RollOutcome, RollRequest};

@@ -1,0 +1,79 @@
+//! A key row as the API shows it, and the helpers every key query shares to read one.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::audit::{Action, TargetType};
+use crate::domain::{DisplayName, KeyId, KeyPrefix, KeyType, OrgId, ProjectId};
+use crate::store::audit::Change;
+
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    pub organization_id: OrgId,
+    pub project_id: Option<ProjectId>,
+    pub prefix: KeyPrefix,
+    pub key_type: KeyType,
+    pub name: DisplayName,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The key type stored in column `type_column`, or None (and a warning naming the key, from
+/// column `id_column`) for a type this build does not know — say, one a newer version wrote.
+pub(super) fn stored_key_type(
+    row: &tokio_postgres::Row,
+    id_column: usize,
+    type_column: usize,
+) -> Option<KeyType> {
+    let stored: &str = row.get(type_column);
+    let known = KeyType::from_name(stored);
+    if known.is_none() {
+        tracing::warn!(
+            key_id = %KeyId::from_uuid(row.get(id_column)),
+            key_type = stored,
+            "refused a key of a type this build does not know"
+        );
+    }
+    known
+}
+
+/// A row of `id, organization_id, project_id, prefix, key_type, name, last_used_at,
+/// created_at, revoked_at, expires_at`, its key type already read.
+pub(super) fn key_record(row: &tokio_postgres::Row, key_type: KeyType) -> KeyRecord {
+    KeyRecord {
+        id: KeyId::from_uuid(row.get(0)),
+        organization_id: OrgId::from_uuid(row.get(1)),
+        project_id: row.get::<_, Option<Uuid>>(2).map(ProjectId::from_uuid),
+        prefix: KeyPrefix::from_stored(row.get(3)),
+        key_type,
+        name: DisplayName::from_stored(row.get(5)),
+        last_used_at: row.get(6),
+        created_at: row.get(7),
+        revoked_at: row.get(8),
+        expires_at: row.get(9),
+    }
+}
+
+/// The key-row event for `record`'s key.
+pub(super) fn key_change(action: Action, record: &KeyRecord) -> Change {
+    key_event(action, record.organization_id, record.id, record.project_id)
+}
+
+/// The key-row event for key `key` of `organization_id` (and of `project_id`, for a project key).
+pub(super) fn key_event(
+    action: Action,
+    organization_id: OrgId,
+    key: KeyId,
+    project_id: Option<ProjectId>,
+) -> Change {
+    Change {
+        organization_id,
+        action,
+        target_type: TargetType::Key,
+        target_id: key.as_uuid(),
+        project_id,
+    }
+}
