@@ -12,8 +12,6 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::auth::{AuthCache, LastUsedRecorder};
-
 mod route;
 
 pub use route::{observe_unrouted, RouteMetrics};
@@ -364,8 +362,9 @@ impl Metrics {
             .inc();
     }
 
-    /// Adds the gauges read at scrape time from live state.
-    pub fn watch(&self, pool: Pool, cache: Arc<AuthCache>, last_used: Arc<LastUsedRecorder>) {
+    /// Adds the gauges read at scrape time from live state: the pool's, the auth cache's
+    /// entries, the keys whose lastUsedAt waits for a flush.
+    pub fn watch(&self, pool: Pool, cache: Arc<dyn LiveCount>, last_used: Arc<dyn LiveCount>) {
         self.registry
             .register(Box::new(LiveState::new(pool, cache, last_used)))
             .expect("live-state metric names are unique");
@@ -387,11 +386,17 @@ impl Default for Metrics {
     }
 }
 
+/// A size read at scrape time: the auth cache's entries, the keys waiting for a lastUsedAt
+/// flush. Their owners implement it (in src/auth), so metrics imports nothing of theirs.
+pub trait LiveCount: Send + Sync {
+    fn live_count(&self) -> u64;
+}
+
 /// Pool, cache and backlog gauges, read when Prometheus scrapes.
 struct LiveState {
     pool: Pool,
-    cache: Arc<AuthCache>,
-    last_used: Arc<LastUsedRecorder>,
+    cache: Arc<dyn LiveCount>,
+    last_used: Arc<dyn LiveCount>,
     pool_size: IntGauge,
     pool_max_size: IntGauge,
     pool_available: IntGauge,
@@ -401,7 +406,7 @@ struct LiveState {
 }
 
 impl LiveState {
-    fn new(pool: Pool, cache: Arc<AuthCache>, last_used: Arc<LastUsedRecorder>) -> LiveState {
+    fn new(pool: Pool, cache: Arc<dyn LiveCount>, last_used: Arc<dyn LiveCount>) -> LiveState {
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
         LiveState {
             pool,
@@ -454,8 +459,9 @@ impl Collector for LiveState {
         self.pool_max_size.set(status.max_size as i64);
         self.pool_available.set(status.available as i64);
         self.pool_waiting.set(status.waiting as i64);
-        self.cache_entries.set(self.cache.entry_count() as i64);
-        self.last_used_pending.set(self.last_used.pending() as i64);
+        self.cache_entries.set(self.cache.live_count() as i64);
+        self.last_used_pending
+            .set(self.last_used.live_count() as i64);
         self.gauges()
             .into_iter()
             .flat_map(|g| g.collect())
