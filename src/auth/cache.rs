@@ -26,7 +26,7 @@ use super::inflight::InFlight;
 use super::trust::Trust;
 use crate::configuration::INVALIDATION_MEMORY;
 use crate::domain::{Identity, KeyHash, KeyState};
-use crate::metrics::{InvalidationLabel, Metrics};
+use crate::metrics::{InvalidationLabel, LiveCount, Metrics};
 use crate::store::{Store, StoreError};
 
 /// After this many stale answers in a row, read Postgres directly instead of the cache.
@@ -317,6 +317,13 @@ impl AuthCache {
             Ok(Entry { loaded_at, state })
         }
         .boxed()
+    }
+}
+
+/// `logstitch_auth_cache_entries`, read at scrape time.
+impl LiveCount for AuthCache {
+    fn live_count(&self) -> u64 {
+        self.entry_count()
     }
 }
 

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::domain::KeyId;
-use crate::metrics::Metrics;
+use crate::metrics::{LiveCount, Metrics};
 use crate::store::{Store, StoreError};
 
 pub struct LastUsedRecorder {
@@ -96,6 +96,13 @@ impl LastUsedRecorder {
                 tracing::warn!(error = ?error, "lastUsedAt flush failed; will retry");
             }
         }
+    }
+}
+
+/// `logstitch_last_used_pending`, read at scrape time.
+impl LiveCount for LastUsedRecorder {
+    fn live_count(&self) -> u64 {
+        self.pending() as u64
     }
 }
 

@@ -11,7 +11,8 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::HttpRequest;
 use prometheus::{Histogram, IntCounter};
 
-use super::{Metrics, UNMATCHED_ROUTE};
+use super::http::UNMATCHED_ROUTE;
+use super::registry::Metrics;
 
 /// (method, status) counters remembered per route and worker; past this, the labelled lookup
 /// (correct, only slower). A route answers a handful of statuses to a handful of methods.
