@@ -13,6 +13,7 @@ pub mod error;
 pub mod gateway;
 pub mod invalidation;
 pub mod metrics;
+pub mod notice;
 pub mod rate_limit;
 pub mod request_id;
 pub mod reserved_paths;

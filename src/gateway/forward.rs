@@ -18,7 +18,7 @@ use crate::access::{authenticate, authorize};
 use crate::configuration::{GatewayRoute, Settings};
 use crate::domain::{Identity, KeyType};
 use crate::error::{ApiError, ErrorCode};
-use crate::metrics::{RateLimitedBy, UpstreamErrorKind};
+use crate::metrics::{counted_resource, RateLimitedBy, UpstreamErrorKind};
 use crate::rate_limit::RateDecision;
 use crate::request_id::{RequestId, REQUEST_ID_HEADER};
 use crate::state::AppState;
@@ -49,7 +49,7 @@ pub fn configure<'a>(
             label: route.prefix.clone(),
         };
         cfg.service(
-            crate::routes::resource(&format!("{}{{tail:(/.*)?}}", route.prefix))
+            counted_resource(&format!("{}{{tail:(/.*)?}}", route.prefix))
                 .app_data(web::Data::new(target))
                 .wrap(from_fn(authenticate))
                 .route(web::route().to(forward)),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::domain::KeyHash;
+use crate::notice::AckAddress;
 
 #[derive(Default)]
 struct Received {
@@ -20,21 +20,6 @@ pub struct RevocationAcks {
     /// Where this instance's acks are addressed: its instance id.
     instance_id: String,
     waiting: Mutex<HashMap<Uuid, Arc<Received>>>,
-}
-
-/// What a revocation notice carries besides the key's hash: which revocation it is, and the
-/// instance whose ack channel its acknowledgements go to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AckAddress {
-    pub revocation: Uuid,
-    pub reply_to: String,
-}
-
-impl AckAddress {
-    /// The notice's payload: `<hex hash>:<revocation id>:<revoker's instance id>`.
-    pub fn notice(&self, hash: KeyHash) -> String {
-        format!("{}:{}:{}", hash.to_hex(), self.revocation, self.reply_to)
-    }
 }
 
 impl RevocationAcks {
@@ -145,6 +130,7 @@ impl Drop for AckWaiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::KeyHash;
 
     #[tokio::test]
     async fn completes_when_every_expected_instance_acked() {

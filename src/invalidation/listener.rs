@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
-use super::{
-    ack_channel, RevocationAcks, LISTENER_NAME_PREFIX, REVOCATION_CHANNEL, SHARED_ACK_CHANNEL,
-};
+use super::acks::RevocationAcks;
 use crate::auth::{AuthCache, InvalidationSource};
 use crate::configuration::Settings;
 use crate::domain::KeyHash;
 use crate::metrics::Metrics;
+use crate::notice::{ack_channel, LISTENER_NAME_PREFIX, REVOCATION_CHANNEL, SHARED_ACK_CHANNEL};
 
 /// A connection that stayed up this long resets the reconnect backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);

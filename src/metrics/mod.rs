@@ -26,5 +26,5 @@ pub use http::UNMATCHED_ROUTE;
 pub use live::LiveCount;
 pub use rate_limit::{RateLimitFallback, RateLimitedBy, RedisRoundTrip};
 pub use registry::Metrics;
-pub use route::{observe_unrouted, RouteMetrics};
+pub use route::{counted_resource, observe_unrouted, RouteMetrics};
 pub use upstream::UpstreamErrorKind;

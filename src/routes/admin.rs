@@ -11,17 +11,19 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use super::body::JsonBody;
-use super::responses::resource;
 use crate::access::{bearer_token, AuthFailure};
 use crate::audit::{Actor, AuditContext};
 use crate::domain::{OrgId, ProjectId};
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::counted_resource;
 use crate::metrics::RateLimitedBy;
 use crate::request_id::RequestId;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/admin/v1/organizations").route(web::post().to(create_organization)));
+    cfg.service(
+        counted_resource("/admin/v1/organizations").route(web::post().to(create_organization)),
+    );
 }
 
 /// A caller holding the admin token. First in the handler's arguments and ready at once, so

@@ -6,11 +6,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::responses::resource;
 use super::timestamp;
 use crate::access::{Authenticated, MasterOnly};
 use crate::audit::Action;
 use crate::error::{ApiError, FieldError};
+use crate::metrics::counted_resource;
 use crate::request_id::RequestId;
 use crate::state::AppState;
 use crate::store::{AuditEventRecord, EventPosition, EventQuery};
@@ -19,7 +19,7 @@ pub const DEFAULT_LIMIT: u16 = 50;
 pub const MAX_LIMIT: u16 = 100;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/audit-events").route(web::get().to(list_events)));
+    cfg.service(counted_resource("/audit-events").route(web::get().to(list_events)));
 }
 
 /// The query string, parsed: each parameter at most once, none unknown (a misspelt filter

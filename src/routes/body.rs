@@ -133,16 +133,7 @@ impl Fields {
         field: &'static str,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
-        let problem = match self.object.get(field) {
-            None | Some(Value::Null) => "is required".to_owned(),
-            Some(Value::String(raw)) => match parse(raw) {
-                Ok(value) => return Some(value),
-                Err(problem) => problem,
-            },
-            Some(_) => "must be a string".to_owned(),
-        };
-        self.problems.push(FieldError::new(field, problem));
-        None
+        self.string(field, parse, true)
     }
 
     /// An optional string field: absent or null is None; anything else must parse.
@@ -151,8 +142,18 @@ impl Fields {
         field: &'static str,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
+        self.string(field, parse, false)
+    }
+
+    fn string<T>(
+        &mut self,
+        field: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+        required: bool,
+    ) -> Option<T> {
         let problem = match self.object.get(field) {
-            None | Some(Value::Null) => return None,
+            None | Some(Value::Null) if !required => return None,
+            None | Some(Value::Null) => "is required".to_owned(),
             Some(Value::String(raw)) => match parse(raw) {
                 Ok(value) => return Some(value),
                 Err(problem) => problem,

@@ -4,15 +4,15 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use super::responses::resource;
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::counted_resource;
 use crate::request_id::RequestId;
 use crate::state::AppState;
 use crate::store::migrations_applied;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz").route(web::get().to(healthz)))
-        .service(resource("/readyz").route(web::get().to(readyz)));
+    cfg.service(counted_resource("/healthz").route(web::get().to(healthz)))
+        .service(counted_resource("/readyz").route(web::get().to(readyz)));
 }
 
 #[derive(Serialize)]

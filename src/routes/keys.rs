@@ -6,13 +6,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::body::{Fields, JsonBody, OptionalJsonBody};
-use super::responses::resource;
 use super::timestamp;
 use crate::access::{AnyKey, Authenticated, MasterOnly};
 use crate::actors::{Claim, CreateKey, RevokeKey, RollKey};
 use crate::audit::AuditContext;
 use crate::domain::{parse_expiry, DisplayName, Identity, KeyId, KeyType, ProjectId};
 use crate::error::{ApiError, ErrorCode, FieldError};
+use crate::metrics::counted_resource;
 use crate::request_id::RequestId;
 use crate::state::AppState;
 use crate::store::{CreateKeyError, KeyRecord, NotRollable, RevokeError, RollError};
@@ -23,12 +23,12 @@ const MAX_OVERLAP_SECONDS: u64 = 604_800;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        resource("/keys")
+        counted_resource("/keys")
             .route(web::post().to(create_key))
             .route(web::get().to(list_keys)),
     )
-    .service(resource("/keys/{id}").route(web::delete().to(revoke_key)))
-    .service(resource("/keys/{id}/roll").route(web::post().to(roll_key)));
+    .service(counted_resource("/keys/{id}").route(web::delete().to(revoke_key)))
+    .service(counted_resource("/keys/{id}/roll").route(web::post().to(roll_key)));
 }
 
 /// The create body, parsed: holding one means every field was valid.

@@ -2,11 +2,11 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::responses::resource;
+use crate::metrics::counted_resource;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/metrics").route(web::get().to(metrics)));
+    cfg.service(counted_resource("/metrics").route(web::get().to(metrics)));
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {

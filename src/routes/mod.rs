@@ -19,7 +19,6 @@ use crate::access::authenticate;
 
 pub use body::{json_config, BodyReadTimeout};
 pub use metrics::configure as configure_metrics;
-pub(crate) use responses::resource;
 pub use responses::{envelope_bare_405, not_found};
 // Defined below settings and routes alike (settings check gateway prefixes against it); named
 // here too for the API tests that compare it with openapi.json.

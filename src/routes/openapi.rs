@@ -3,13 +3,13 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::responses::resource;
+use crate::metrics::counted_resource;
 
 /// The description, compiled into the binary.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/openapi.json").route(web::get().to(openapi)));
+    cfg.service(counted_resource("/openapi.json").route(web::get().to(openapi)));
 }
 
 async fn openapi() -> HttpResponse {

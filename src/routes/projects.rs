@@ -5,19 +5,19 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::body::JsonBody;
-use super::responses::resource;
 use super::timestamp;
 use crate::access::{Authenticated, MasterOnly};
 use crate::audit::AuditContext;
 use crate::domain::ProjectId;
 use crate::error::ApiError;
+use crate::metrics::counted_resource;
 use crate::request_id::RequestId;
 use crate::state::AppState;
 use crate::store::ProjectRecord;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        resource("/projects")
+        counted_resource("/projects")
             .route(web::post().to(create_project))
             .route(web::get().to(list_projects)),
     );

@@ -1,13 +1,11 @@
-//! What every route module answers with: list bodies, counted resources, the enveloped 405 and
-//! the unknown route.
+//! What every route module answers with: list bodies, the enveloped 405 and the unknown route.
 
 use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::ServiceResponse;
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpResponse, Resource, ResponseError};
+use actix_web::{HttpResponse, ResponseError};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::metrics::RouteMetrics;
 use crate::request_id::RequestId;
 
 /// A 200 list answer, `{"<field>": [...], "request_id": "req_…"}`: one shape for every list.
@@ -35,13 +33,6 @@ pub(crate) fn listed<V: serde::Serialize>(
         items,
         request_id,
     })
-}
-
-/// A resource. Its unsupported methods get actix's 405 with an `Allow` header, which
-/// [`envelope_bare_405`] dresses in the error envelope. Its requests are counted through
-/// its own [`RouteMetrics`].
-pub(crate) fn resource(path: &str) -> Resource {
-    web::resource(path).app_data(RouteMetrics::new())
 }
 
 /// A 405 that the router made (no body, `Allow` listing the route's methods) gets the error

@@ -5,14 +5,14 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::responses::resource;
 use super::timestamp;
 use crate::access::{AnyKey, Authenticated};
 use crate::domain::{KeyId, OrgId, ProjectId};
+use crate::metrics::counted_resource;
 use crate::request_id::RequestId;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/auth/verify").route(web::get().to(verify)));
+    cfg.service(counted_resource("/auth/verify").route(web::get().to(verify)));
 }
 
 #[derive(Serialize)]

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{KeyHash, KeyId, KeyType, OrgId, ProjectId};
-use crate::invalidation::{AckAddress, LISTENER_NAME_PREFIX, REVOCATION_CHANNEL};
+use crate::notice::{AckAddress, LISTENER_NAME_PREFIX, REVOCATION_CHANNEL};
 use crate::store::cached::CachedStatements;
 use crate::store::pool::StoreError;
 

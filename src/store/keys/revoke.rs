@@ -5,7 +5,7 @@ use super::locked::{announce_eviction, lock_key_in_scope};
 use super::record::key_event;
 use crate::audit::{Action, AuditContext};
 use crate::domain::{KeyHash, KeyId, KeyType, OrgId, ProjectId};
-use crate::invalidation::AckAddress;
+use crate::notice::AckAddress;
 use crate::store::audit::record_event;
 use crate::store::cached::CachedStatements;
 use crate::store::handle::Store;
@@ -32,7 +32,7 @@ pub struct RevokeOutcome {
 
 impl Store {
     /// Revokes a key in the caller's scope (`project` for project keys) and announces it on
-    /// [`REVOCATION_CHANNEL`](crate::invalidation::REVOCATION_CHANNEL) in the same transaction,
+    /// [`REVOCATION_CHANNEL`](crate::notice::REVOCATION_CHANNEL) in the same transaction,
     /// so the notice goes out only on commit.
     pub async fn revoke_key(
         &self,

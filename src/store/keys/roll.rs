@@ -8,7 +8,7 @@ use super::locked::{announce_eviction, lock_key_in_scope, Announced};
 use super::record::{key_event, KeyRecord};
 use crate::audit::{Action, AuditContext};
 use crate::domain::{to_millis, ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId};
-use crate::invalidation::AckAddress;
+use crate::notice::AckAddress;
 use crate::store::audit::record_event;
 use crate::store::cached::CachedStatements;
 use crate::store::handle::Store;
