@@ -989,7 +989,7 @@ fn signed_ms(at: Instant, origin: Instant) -> i128 {
 
 // ---- Drill 5 ----------------------------------------------------------------------------
 
-/// The advisory-lock id the store takes for an organization (src/store/keys.rs
+/// The advisory-lock id the store takes for an organization (src/store/keys/locked.rs
 /// `org_lock_id`): its uuid's two halves xor-ed.
 fn org_lock_id(organization_id: &str) -> i64 {
     let (high, low) = Uuid::parse_str(organization_id).unwrap().as_u64_pair();
