@@ -35,7 +35,7 @@ use criterion::Criterion;
 
 use logstitch_gateway::auth::{AuthCache, CacheSettings, KeyLookup, LookupFuture};
 use logstitch_gateway::domain::{
-    ApiKey, Identity, KeyHash, KeyId, KeyState, KeyType, OrgId, ProjectId,
+    ApiKey, Identity, KeyHash, KeyId, KeyState, KeyType, OrgId, ProjectId, Scopes,
 };
 use logstitch_gateway::metrics::Metrics;
 
@@ -44,7 +44,7 @@ struct FakeLookup(HashMap<KeyHash, KeyState>);
 
 impl KeyLookup for FakeLookup {
     fn find_key_state<'a>(&'a self, hash: &'a KeyHash) -> LookupFuture<'a> {
-        let found = self.0.get(hash).copied().unwrap_or(KeyState::Unknown);
+        let found = self.0.get(hash).cloned().unwrap_or(KeyState::Unknown);
         Box::pin(async move { Ok(found) })
     }
 }
@@ -87,6 +87,9 @@ fn identity() -> Identity {
         project_id: Some(ProjectId::new()),
         key_type: KeyType::Project,
         expires_at: None,
+        scopes: Scopes::All,
+        enabled: true,
+        rate_limit: None,
     }
 }
 

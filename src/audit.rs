@@ -41,6 +41,7 @@ actions! {
     KeyCreated => "key.created",
     KeyRevoked => "key.revoked",
     KeyRolled => "key.rolled",
+    KeyUpdated => "key.updated",
 }
 
 impl Action {

@@ -42,7 +42,9 @@ error_codes! {
     InvalidApiKey => ("invalid_api_key", UNAUTHORIZED),
     KeyRevoked => ("key_revoked", UNAUTHORIZED),
     KeyExpired => ("key_expired", UNAUTHORIZED),
+    KeyDisabled => ("key_disabled", UNAUTHORIZED),
     Forbidden => ("forbidden", FORBIDDEN),
+    InsufficientScope => ("insufficient_scope", FORBIDDEN),
     NotFound => ("not_found", NOT_FOUND),
     MethodNotAllowed => ("method_not_allowed", METHOD_NOT_ALLOWED),
     Conflict => ("conflict", CONFLICT),
@@ -96,6 +98,12 @@ impl ApiError {
             headers: Vec::new(),
             cause: None,
         }
+    }
+
+    /// The same error, with a `details` entry per field at fault.
+    pub fn with_details(mut self, details: Vec<FieldError>) -> Self {
+        self.details = details;
+        self
     }
 
     pub fn validation(message: impl Into<Cow<'static, str>>, details: Vec<FieldError>) -> Self {

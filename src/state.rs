@@ -10,6 +10,7 @@ use actix_rt::ArbiterHandle;
 use crate::actors::OrgActors;
 use crate::auth::{cache_settings, AuthCache, LastUsedRecorder};
 use crate::configuration::Settings;
+use crate::domain::ScopeCatalog;
 use crate::invalidation::{ListenerStatus, RevocationAcks};
 use crate::metrics::Metrics;
 use crate::rate_limit::{FailedAuthThrottle, KeyRateLimits};
@@ -30,6 +31,8 @@ pub struct AppState {
     pub key_rate_limits: KeyRateLimits,
     pub failed_auth: FailedAuthThrottle,
     pub instance_id: String,
+    /// The scopes keys may be given: the built-ins and every gateway route's.
+    pub scope_catalog: ScopeCatalog,
 }
 
 impl AppState {
@@ -58,6 +61,13 @@ impl AppState {
             metrics.clone(),
             &settings,
         );
+        let scope_catalog = ScopeCatalog::new(
+            settings
+                .gateway
+                .routes
+                .iter()
+                .flat_map(|route| route.named_scopes()),
+        );
         Ok(AppState {
             key_rate_limits: KeyRateLimits::new(&settings.rate_limit, metrics.clone())?,
             failed_auth: FailedAuthThrottle::new(&settings.rate_limit),
@@ -70,6 +80,7 @@ impl AppState {
             listener: ListenerStatus::default(),
             draining: AtomicBool::new(false),
             instance_id,
+            scope_catalog,
         })
     }
 }

@@ -5,7 +5,7 @@
 
 use logstitch_gateway::auth::{cache_settings, CacheSettings};
 use logstitch_gateway::configuration::Settings;
-use logstitch_gateway::domain::{Identity, KeyId, KeyType, OrgId, ProjectId};
+use logstitch_gateway::domain::{Identity, KeyId, KeyType, OrgId, ProjectId, Scopes};
 
 /// The service's cache settings (config/default.toml, as `serve` loads them), with room for
 /// at least 1,000,000 keys.
@@ -24,5 +24,8 @@ pub fn project_identity() -> Identity {
         project_id: Some(ProjectId::new()),
         key_type: KeyType::Project,
         expires_at: None,
+        scopes: Scopes::All,
+        enabled: true,
+        rate_limit: None,
     }
 }

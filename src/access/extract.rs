@@ -31,6 +31,7 @@ pub enum AuthFailure {
     Unknown,
     Revoked,
     Expired,
+    Disabled,
     /// Too many failed authentications from this client IP; no lookup was made.
     Throttled(RateDecision),
     Unavailable(Arc<StoreError>),
@@ -43,6 +44,7 @@ impl AuthFailure {
             AuthFailure::Malformed | AuthFailure::Unknown => AuthResult::Invalid,
             AuthFailure::Revoked => AuthResult::Revoked,
             AuthFailure::Expired => AuthResult::Expired,
+            AuthFailure::Disabled => AuthResult::Disabled,
             AuthFailure::Throttled(_) => AuthResult::Throttled,
             AuthFailure::Unavailable(_) => AuthResult::Unavailable,
         }
@@ -59,6 +61,7 @@ impl AuthFailure {
                 | AuthFailure::Unknown
                 | AuthFailure::Revoked
                 | AuthFailure::Expired
+                | AuthFailure::Disabled
         )
     }
 }
@@ -80,6 +83,7 @@ impl From<AuthFailure> for ApiError {
                 ApiError::new(ErrorCode::KeyRevoked, "API key has been revoked")
             }
             AuthFailure::Expired => ApiError::new(ErrorCode::KeyExpired, "API key has expired"),
+            AuthFailure::Disabled => ApiError::new(ErrorCode::KeyDisabled, "API key is disabled"),
             AuthFailure::Throttled(decision) => ApiError::new(
                 ErrorCode::RateLimited,
                 "Too many failed authentications from this address; retry later",
@@ -147,9 +151,9 @@ async fn identify(
         Ok(hash) => state.auth_cache.peek(hash).await,
         Err(_) => None,
     };
-    if let Some(KeyState::Active(identity)) = cached {
-        if !identity.is_expired() {
-            return Ok(identity);
+    if let Some(KeyState::Active(identity)) = &cached {
+        if identity.enabled && !identity.is_expired() {
+            return Ok(identity.clone());
         }
     }
     let throttled = ip
@@ -184,9 +188,11 @@ fn presented_hash(header: Option<&HeaderValue>) -> Result<KeyHash, AuthFailure> 
     Ok(KeyHash::of(presented))
 }
 
+/// Revoked, then expired, then disabled: the first that applies is the answer.
 fn known_identity(state: KeyState) -> Result<Identity, AuthFailure> {
     match state {
         KeyState::Active(identity) if identity.is_expired() => Err(AuthFailure::Expired),
+        KeyState::Active(identity) if !identity.enabled => Err(AuthFailure::Disabled),
         KeyState::Active(identity) => Ok(identity),
         KeyState::Revoked => Err(AuthFailure::Revoked),
         KeyState::Unknown => Err(AuthFailure::Unknown),
@@ -206,9 +212,12 @@ pub(crate) fn bearer_token(header: Option<&HeaderValue>) -> Result<&str, AuthFai
     Ok(token.trim())
 }
 
-/// Which key types a route admits.
+/// Which key types a route admits, and the scope it needs of them.
 pub trait Permission: 'static {
     fn allows(key_type: KeyType) -> bool;
+
+    /// A plain `resource.action` scope; None: the key type is enough.
+    const SCOPE: Option<&'static str> = None;
 }
 
 /// Master keys only: creating keys, managing projects.
@@ -229,6 +238,28 @@ impl Permission for AnyKey {
     }
 }
 
+/// Any key holding `keys.read`: listing keys.
+pub struct KeysRead;
+
+impl Permission for KeysRead {
+    fn allows(_: KeyType) -> bool {
+        true
+    }
+
+    const SCOPE: Option<&'static str> = Some("keys.read");
+}
+
+/// Any key holding `keys.write`: revoking, rolling and updating keys.
+pub struct KeysWrite;
+
+impl Permission for KeysWrite {
+    fn allows(_: KeyType) -> bool {
+        true
+    }
+
+    const SCOPE: Option<&'static str> = Some("keys.write");
+}
+
 /// An authenticated caller whose key type the route admits. Put it first in a handler's
 /// arguments; it is ready at once (the middleware did the work).
 pub struct Authenticated<P: Permission> {
@@ -241,19 +272,24 @@ impl<P: Permission> FromRequest for Authenticated<P> {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authorize(req, P::allows).map(|identity| Authenticated {
-            identity,
-            permission: PhantomData,
-        }))
+        ready(
+            authorize(req, P::allows, P::SCOPE).map(|identity| Authenticated {
+                identity,
+                permission: PhantomData,
+            }),
+        )
     }
 }
 
-/// The request's identity, if its key resolved and `allows` admits the key type: a pure check
-/// of what the middleware found (which also did the counting). Routes whose permission is
-/// only known at run time (gateway routes) call this directly.
+/// The request's identity, if its key resolved, `allows` admits the key type and the key holds
+/// the scope the route `needs`: a pure check of what the middleware found (which also did the
+/// counting). In that order, so a key that can't authenticate learns nothing of the route's
+/// rules. Routes whose permission is only known at run time (gateway routes) call this
+/// directly.
 pub fn authorize(
     req: &HttpRequest,
     allows: impl Fn(KeyType) -> bool,
+    needs: Option<&str>,
 ) -> Result<Identity, ApiError> {
     let outcome = req
         .extensions()
@@ -273,8 +309,19 @@ pub fn authorize(
                 identity.key_type.as_str()
             ),
         )),
-        Ok(identity) => Ok(identity),
+        Ok(identity) => match needs {
+            Some(scope) if !identity.scopes.grants(scope) => Err(insufficient_scope(scope)),
+            _ => Ok(identity),
+        },
     }
+}
+
+/// 403 `insufficient_scope`, naming the scope the key lacks.
+pub fn insufficient_scope(scope: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::InsufficientScope,
+        format!("This key lacks the scope {scope}"),
+    )
 }
 
 #[cfg(test)]

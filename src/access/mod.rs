@@ -6,6 +6,6 @@ mod extract;
 
 pub(crate) use extract::bearer_token;
 pub use extract::{
-    authenticate, authorize, AnyKey, AuthFailure, AuthOutcome, Authenticated, MasterOnly,
-    Permission,
+    authenticate, authorize, insufficient_scope, AnyKey, AuthFailure, AuthOutcome, Authenticated,
+    KeysRead, KeysWrite, MasterOnly, Permission,
 };

@@ -6,7 +6,9 @@
 mod claim;
 mod org;
 mod registry;
+mod update;
 
 pub use claim::{Claim, Claimed};
 pub use org::{CreateKey, CreatedKey, OrgActor, Revocation, RevokeKey, Roll, RollKey, RolledKey};
 pub use registry::{ActorUnavailable, OrgActors};
+pub use update::{Update, UpdateKey};

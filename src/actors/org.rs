@@ -1,5 +1,5 @@
-//! One organization's actor: create, revoke and roll its keys, serialized, and keep this
-//! instance's auth cache in step before answering.
+//! One organization's actor: create, revoke and roll its keys (and update them, `update.rs`),
+//! serialized, and keep this instance's auth cache in step before answering.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::claim::{Claim, Claimed};
 use crate::audit::AuditContext;
 use crate::auth::{AuthCache, InvalidationSource};
-use crate::domain::{ApiKey, DisplayName, Identity, KeyId, KeyType, OrgId, ProjectId};
+use crate::domain::{ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId, Scopes};
 use crate::invalidation::{AckWaiter, RevocationAcks};
 use crate::metrics::Metrics;
 use crate::store::{
@@ -58,6 +58,7 @@ pub struct CreateKey {
     pub project_id: ProjectId,
     pub name: DisplayName,
     pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Scopes,
     pub context: AuditContext,
     pub claim: Claim,
 }
@@ -118,14 +119,14 @@ pub struct Revocation {
 /// The acknowledgements a revocation waits for: registered before its commit, awaited after
 /// the actor moved on, so one instance that does not answer holds this request only, not
 /// the organization's other creates and revokes.
-struct PendingAcks {
-    waiter: AckWaiter,
-    timeout: Duration,
-    metrics: Arc<Metrics>,
+pub(super) struct PendingAcks {
+    pub(super) waiter: AckWaiter,
+    pub(super) timeout: Duration,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl PendingAcks {
-    async fn wait(self, listeners: &[String]) {
+    pub(super) async fn wait(self, listeners: &[String]) {
         if let Err(missing) = self.waiter.wait_for(listeners, self.timeout).await {
             self.metrics.revocation_ack_timeouts.inc();
             tracing::warn!(
@@ -188,7 +189,7 @@ impl Claimed for RollKey {
 
 impl OrgActor {
     /// What a message's work needs of the actor, owned, so the work can outlive `&mut self`.
-    fn handles(&self) -> (OrgId, Store, Arc<AuthCache>, Arc<Metrics>) {
+    pub(super) fn handles(&self) -> (OrgId, Store, Arc<AuthCache>, Arc<Metrics>) {
         (
             self.org,
             self.store.clone(),
@@ -199,7 +200,7 @@ impl OrgActor {
 
     /// Every message starts here: it counts as activity, and if its requester gave up before
     /// it started, the answer (which nobody reads) is ready and no work is done.
-    fn abandoned<T: 'static, E: From<StoreError> + 'static>(
+    pub(super) fn abandoned<T: 'static, E: From<StoreError> + 'static>(
         &mut self,
         claim: &Claim,
     ) -> Option<AtomicResponse<Self, Result<T, E>>> {
@@ -236,6 +237,9 @@ impl Handler<CreateKey> for OrgActor {
                     name: &msg.name,
                     key: &key,
                     expires_at: msg.expires_at,
+                    scopes: &msg.scopes,
+                    enabled: true,
+                    rate_limit: None,
                 };
                 // Before the transaction begins: a revocation of this key heard from another
                 // instance between the commit and the insert below is newer than this epoch,
@@ -243,7 +247,7 @@ impl Handler<CreateKey> for OrgActor {
                 let began = cache.epoch();
                 let record = store.create_key(new, max, &msg.context).await?;
                 cache
-                    .insert_created(key.hash(), identity_of(&record), began)
+                    .insert_created(key.hash(), record.identity(), began)
                     .await;
                 metrics.keys_created.inc();
                 Ok(CreatedKey { key, record })
@@ -330,7 +334,7 @@ impl Handler<RollKey> for OrgActor {
                     .invalidate(outcome.announced.hash, InvalidationSource::Local)
                     .await;
                 cache
-                    .insert_created(key.hash(), identity_of(&outcome.new_key), began)
+                    .insert_created(key.hash(), outcome.new_key.identity(), began)
                     .await;
                 metrics.keys_created.inc();
                 metrics.keys_rolled.inc();
@@ -351,16 +355,5 @@ impl Handler<RollKey> for OrgActor {
             }
             .into_actor(self),
         ))
-    }
-}
-
-/// The identity a freshly written key row authenticates as.
-fn identity_of(record: &KeyRecord) -> Identity {
-    Identity {
-        key_id: record.id,
-        organization_id: record.organization_id,
-        project_id: record.project_id,
-        key_type: record.key_type,
-        expires_at: record.expires_at,
     }
 }

@@ -63,7 +63,7 @@ impl InvalidationSource {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Entry {
     loaded_at: LoadEpoch,
     state: KeyState,
@@ -201,7 +201,7 @@ impl AuthCache {
             // Held until the answer is cached, so no miss in between starts a second query.
             let loaded = self.loads.share(hash, || self.start_load(hash)).await;
             let entry = match &loaded.value {
-                Ok(entry) => *entry,
+                Ok(entry) => entry.clone(),
                 Err(error) => {
                     let error = error.clone();
                     drop(loaded);
@@ -209,10 +209,11 @@ impl AuthCache {
                 }
             };
             if self.guard.is_fresh(&hash, entry.loaded_at) {
+                let state = entry.state.clone();
                 if self.trust.is_trusted() {
                     self.entries.insert(hash, entry).await;
                 }
-                return Ok(entry.state);
+                return Ok(state);
             }
         }
         // Invalidations keep overtaking the shared loads: one of our own, served as it is.
@@ -359,7 +360,7 @@ mod tests {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 // The answer is read when the query "runs", before any hold.
-                let answer = *self.answer.lock().unwrap();
+                let answer = self.answer.lock().unwrap().clone();
                 let hold = self.hold.lock().unwrap().take();
                 if let Some(release) = hold {
                     self.entered.notify_one();
@@ -377,6 +378,9 @@ mod tests {
             project_id: None,
             key_type: KeyType::Master,
             expires_at: None,
+            scopes: crate::domain::Scopes::All,
+            enabled: true,
+            rate_limit: None,
         }
     }
 
@@ -441,7 +445,7 @@ mod tests {
     #[tokio::test]
     async fn a_load_that_began_before_an_invalidation_is_not_served_after_it() {
         let valid = identity();
-        let lookup = FakeLookup::new(KeyState::Active(valid));
+        let lookup = FakeLookup::new(KeyState::Active(valid.clone()));
         let cache = Arc::new(cache(lookup.clone()));
         let hash = KeyHash::of("a");
         let release = Arc::new(Notify::new());
@@ -547,7 +551,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_invalidation_memory_never_lets_a_pre_revocation_load_look_fresh() {
         let valid = identity();
-        let lookup = FakeLookup::new(KeyState::Active(valid));
+        let lookup = FakeLookup::new(KeyState::Active(valid.clone()));
         let cache = cache_remembering(lookup.clone(), 2, INVALIDATION_MEMORY);
         let hash = KeyHash::of("a");
         let began = cache.epoch();
@@ -568,7 +572,7 @@ mod tests {
     #[tokio::test]
     async fn a_stale_entry_is_dropped_when_its_invalidation_is_forgotten() {
         let valid = identity();
-        let lookup = FakeLookup::new(KeyState::Active(valid));
+        let lookup = FakeLookup::new(KeyState::Active(valid.clone()));
         let cache = cache_remembering(lookup.clone(), 10, Duration::from_millis(20));
         let hash = KeyHash::of("a");
         // A stale answer in the cache (as a load racing the invalidation could leave it).

@@ -1,18 +1,22 @@
-//! What a key resolves to. Small and `Copy`: it is cloned out of the cache on every request.
+//! What a key resolves to. Cheap to clone (it is cloned out of the cache on every request):
+//! its scopes are a constant or a shared list.
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 
 use super::api_key::KeyType;
 use super::ids::{KeyId, OrgId, ProjectId};
+use super::key_limit::KeyRateLimit;
+use super::scope::Scopes;
 
 pub const ORGANIZATION_ID_HEADER: HeaderName =
     HeaderName::from_static("x-logstitch-organization-id");
 pub const PROJECT_ID_HEADER: HeaderName = HeaderName::from_static("x-logstitch-project-id");
 pub const KEY_ID_HEADER: HeaderName = HeaderName::from_static("x-logstitch-key-id");
 pub const KEY_TYPE_HEADER: HeaderName = HeaderName::from_static("x-logstitch-key-type");
+pub const SCOPES_HEADER: HeaderName = HeaderName::from_static("x-logstitch-scopes");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     pub key_id: KeyId,
     pub organization_id: OrgId,
@@ -22,12 +26,18 @@ pub struct Identity {
     /// When the key stops working; None: never. Checked on every request, cached or not, so
     /// a cached entry never outlives its key.
     pub expires_at: Option<DateTime<Utc>>,
+    /// What the key may do; a master key's are always `*`.
+    pub scopes: Scopes,
+    /// A disabled key authenticates nowhere until it is enabled again.
+    pub enabled: bool,
+    /// Its own rate limit, over the configured ones; None: the configured ones.
+    pub rate_limit: Option<KeyRateLimit>,
 }
 
 /// What a key hash resolves to. A revoked or unknown key carries no identity, so no code path
 /// can hand one on as if it could act. An expired key is `Active` with an `expires_at` in the
 /// past: expiry is a matter of the clock, judged at each use ([`Identity::is_expired`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum KeyState {
     Active(Identity),
     Revoked,
@@ -44,7 +54,7 @@ impl Identity {
     /// The identity as `X-LogStitch-*` headers, for the verify endpoint's answer and for
     /// forwarded requests. A master key's project header is empty. (One small allocation per
     /// id: sharing one buffer among the three measured slower, benches/request_overhead.rs.)
-    pub fn headers(&self) -> [(HeaderName, HeaderValue); 4] {
+    pub fn headers(&self) -> [(HeaderName, HeaderValue); 5] {
         let mut buffer = uuid::Uuid::encode_buffer();
         let mut uuid_value = |id: uuid::Uuid| {
             HeaderValue::from_str(id.hyphenated().encode_lower(&mut buffer))
@@ -65,6 +75,7 @@ impl Identity {
                 KEY_TYPE_HEADER,
                 HeaderValue::from_static(self.key_type.as_str()),
             ),
+            (SCOPES_HEADER, self.scopes.header_value()),
         ]
     }
 }
@@ -80,10 +91,13 @@ mod tests {
             project_id: project,
             key_type,
             expires_at: None,
+            scopes: Scopes::All,
+            enabled: true,
+            rate_limit: None,
         }
     }
 
-    fn value<'a>(headers: &'a [(HeaderName, HeaderValue); 4], name: &HeaderName) -> &'a str {
+    fn value<'a>(headers: &'a [(HeaderName, HeaderValue); 5], name: &HeaderName) -> &'a str {
         let (_, value) = headers.iter().find(|(n, _)| n == name).unwrap();
         value.to_str().unwrap()
     }
@@ -100,6 +114,15 @@ mod tests {
         assert_eq!(value(&headers, &PROJECT_ID_HEADER), project.to_string());
         assert_eq!(value(&headers, &KEY_ID_HEADER), id.key_id.to_string());
         assert_eq!(value(&headers, &KEY_TYPE_HEADER), "project");
+        assert_eq!(value(&headers, &SCOPES_HEADER), "*");
+        let restricted = Identity {
+            scopes: Scopes::from_stored(vec!["keys.read".into(), "events.write".into()]),
+            ..id
+        };
+        assert_eq!(
+            value(&restricted.headers(), &SCOPES_HEADER),
+            "events.write keys.read"
+        );
     }
 
     #[test]

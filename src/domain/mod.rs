@@ -5,6 +5,7 @@ mod display_name;
 mod expiry;
 mod identity;
 mod ids;
+mod key_limit;
 mod scope;
 
 pub use api_key::{ApiKey, KeyHash, KeyPrefix, KeyType, MalformedKey};
@@ -12,4 +13,5 @@ pub use display_name::{DisplayName, NAME_MAX_CHARS};
 pub use expiry::{parse_expiry, to_millis, MAX_EXPIRY_MONTHS};
 pub use identity::{Identity, KeyState};
 pub use ids::{KeyId, OrgId, ProjectId};
-pub use scope::{ScopeName, ScopePattern, Scopes, MAX_SCOPES};
+pub use key_limit::{KeyRateLimit, MAX_BURST, MAX_REQUESTS_PER_SECOND};
+pub use scope::{ScopeCatalog, ScopeName, ScopePattern, Scopes, BUILT_IN_SCOPES, MAX_SCOPES};

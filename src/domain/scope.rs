@@ -35,10 +35,6 @@ impl ScopeName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    fn resource(&self) -> &str {
-        self.0.split_once('.').map_or("", |(resource, _)| resource)
-    }
 }
 
 impl fmt::Display for ScopeName {
@@ -66,12 +62,14 @@ impl ScopePattern {
         ScopeName::parse(raw).map(ScopePattern::Exact)
     }
 
-    /// Whether holding this pattern grants `needed`.
-    pub fn grants(&self, needed: &ScopeName) -> bool {
+    /// Whether holding this pattern grants `needed`, a plain `resource.action` scope.
+    pub fn grants(&self, needed: &str) -> bool {
         match self {
             ScopePattern::All => true,
-            ScopePattern::Resource(resource) => needed.resource() == &**resource,
-            ScopePattern::Exact(name) => name == needed,
+            ScopePattern::Resource(resource) => {
+                needed.split_once('.').map(|(r, _)| r) == Some(&**resource)
+            }
+            ScopePattern::Exact(name) => name.as_str() == needed,
         }
     }
 
@@ -80,7 +78,7 @@ impl ScopePattern {
     pub fn covers(&self, other: &ScopePattern) -> bool {
         match (self, other) {
             (ScopePattern::All, _) => true,
-            (_, ScopePattern::Exact(name)) => self.grants(name),
+            (_, ScopePattern::Exact(name)) => self.grants(name.as_str()),
             (mine, theirs) => mine == theirs,
         }
     }
@@ -140,7 +138,8 @@ impl Scopes {
         Scopes::from_stored(patterns.iter().map(ToString::to_string).collect())
     }
 
-    pub fn grants(&self, needed: &ScopeName) -> bool {
+    /// Whether these scopes grant `needed`, a plain `resource.action` scope.
+    pub fn grants(&self, needed: &str) -> bool {
         match self {
             Scopes::All => true,
             Scopes::Listed(listed) => listed.patterns.iter().any(|held| held.grants(needed)),
@@ -172,6 +171,48 @@ impl Scopes {
     }
 }
 
+/// The scopes an instance knows: the built-in `keys.read` and `keys.write`, and every scope a
+/// configured gateway route names. A key may be given only these (or a wildcard that covers
+/// one of them), so a typo can't mint a scope nothing checks.
+#[derive(Debug, Clone)]
+pub struct ScopeCatalog {
+    known: std::collections::BTreeSet<ScopeName>,
+}
+
+/// Built-in scopes: listing keys, and revoking, rolling and updating them.
+pub const BUILT_IN_SCOPES: [&str; 2] = ["keys.read", "keys.write"];
+
+impl ScopeCatalog {
+    /// The built-ins and `named` (names that aren't plain scopes are left out: the settings
+    /// refuse them before this is built).
+    pub fn new<'a>(named: impl IntoIterator<Item = &'a str>) -> ScopeCatalog {
+        ScopeCatalog {
+            known: BUILT_IN_SCOPES
+                .into_iter()
+                .chain(named)
+                .filter_map(ScopeName::parse)
+                .collect(),
+        }
+    }
+
+    /// Whether a key may be given `pattern`: a plain scope the catalog names, a wildcard
+    /// covering at least one, or `*`.
+    pub fn admits(&self, pattern: &ScopePattern) -> bool {
+        match pattern {
+            ScopePattern::All => true,
+            ScopePattern::Exact(name) => self.known.contains(name),
+            ScopePattern::Resource(_) => {
+                self.known.iter().any(|name| pattern.grants(name.as_str()))
+            }
+        }
+    }
+
+    /// The known scopes, for an error message.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.known.iter().map(ScopeName::as_str)
+    }
+}
+
 impl fmt::Debug for Scopes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.texts()).finish()
@@ -190,10 +231,6 @@ impl serde::Serialize for Scopes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn name(raw: &str) -> ScopeName {
-        ScopeName::parse(raw).expect("a plain scope")
-    }
 
     fn pattern(raw: &str) -> ScopePattern {
         ScopePattern::parse(raw).expect("a scope pattern")
@@ -231,13 +268,13 @@ mod tests {
     #[test]
     fn wildcards_grant_their_resource_and_are_covered_only_by_themselves_or_all() {
         let held = Scopes::from_stored(vec!["keys.read".into(), "keys.write".into()]);
-        assert!(held.grants(&name("keys.read")));
-        assert!(!held.grants(&name("events.write")));
+        assert!(held.grants("keys.read"));
+        assert!(!held.grants("events.write"));
         assert!(!held.covers(&pattern("keys.*")));
         assert!(held.covers(&pattern("keys.write")));
         let wildcard = Scopes::from_stored(vec!["keys.*".into()]);
-        assert!(wildcard.grants(&name("keys.anything")));
-        assert!(!wildcard.grants(&name("keysx.read")));
+        assert!(wildcard.grants("keys.anything"));
+        assert!(!wildcard.grants("keysx.read"));
         assert!(wildcard.covers(&pattern("keys.*")));
         assert!(!wildcard.covers(&pattern("*")));
         assert!(Scopes::All.covers(&pattern("*")));
@@ -257,10 +294,28 @@ mod tests {
     }
 
     #[test]
+    fn the_catalog_knows_the_built_ins_and_the_routes_scopes() {
+        let catalog = ScopeCatalog::new(["events.write", "events.read"]);
+        for admitted in [
+            "keys.read",
+            "keys.write",
+            "events.write",
+            "keys.*",
+            "events.*",
+            "*",
+        ] {
+            assert!(catalog.admits(&pattern(admitted)), "{admitted}");
+        }
+        for refused in ["events.delete", "billing.*", "billing.read"] {
+            assert!(!catalog.admits(&pattern(refused)), "{refused}");
+        }
+    }
+
+    #[test]
     fn an_unreadable_stored_scope_is_shown_and_grants_nothing() {
         let scopes = Scopes::from_stored(vec!["Weird".into(), "events.read".into()]);
         assert_eq!(scopes.texts(), ["Weird", "events.read"]);
-        assert!(scopes.grants(&name("events.read")));
-        assert!(!scopes.grants(&name("events.write")));
+        assert!(scopes.grants("events.read"));
+        assert!(!scopes.grants("events.write"));
     }
 }

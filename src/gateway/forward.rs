@@ -4,7 +4,6 @@
 //! (`path.rs`), so the path forwarded is the path the route matched.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -16,22 +15,18 @@ use super::headers::{self, Forwarding};
 use super::upstream::{RequestBody, UpstreamError, UpstreamRequest, Upstreams};
 use crate::access::{authenticate, authorize};
 use crate::configuration::{GatewayRoute, Settings};
-use crate::domain::{Identity, KeyType};
+use crate::domain::Identity;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{counted_resource, RateLimitedBy, UpstreamErrorKind};
 use crate::rate_limit::RateDecision;
 use crate::request_id::{RequestId, REQUEST_ID_HEADER};
 use crate::state::AppState;
 
-/// One configured route, as the phases need it.
+/// One configured route, as the phases need it: the route, its upstream's base without a
+/// trailing `/`.
 struct Target {
     upstream: String,
-    key_types: Vec<KeyType>,
-    timeout: Duration,
-    /// Pass the upstream's `X-LogStitch-*` response headers to the client.
-    expose_logstitch_headers: bool,
-    /// The metrics label: the configured prefix.
-    label: String,
+    route: GatewayRoute,
 }
 
 /// Registers one resource per route, in the order given, matching each prefix at a segment
@@ -43,10 +38,7 @@ pub fn configure<'a>(
     for route in routes {
         let target = Target {
             upstream: route.upstream.trim_end_matches('/').to_owned(),
-            key_types: route.key_types.clone(),
-            timeout: route.timeout,
-            expose_logstitch_headers: route.expose_logstitch_headers,
-            label: route.prefix.clone(),
+            route: route.clone(),
         };
         cfg.service(
             counted_resource(&format!("{}{{tail:(/.*)?}}", route.prefix))
@@ -109,7 +101,9 @@ async fn forward(
     })
 }
 
-/// Answers early: the key's type must be admitted by the route, and the key within its rate.
+/// Answers early: the key's type must be admitted by the route, the key must hold the scope
+/// the route needs for this method, and be within its rate (a refused request spends no
+/// token).
 /// With `on_redis_error = "deny"`, 503 while Redis can't count.
 async fn request_filter(
     req: &HttpRequest,
@@ -117,7 +111,11 @@ async fn request_filter(
     state: &AppState,
     request_id: RequestId,
 ) -> Result<ForwardCtx, ApiError> {
-    let identity = authorize(req, |key_type| target.key_types.contains(&key_type))?;
+    let identity = authorize(
+        req,
+        |key_type| target.route.key_types.contains(&key_type),
+        target.route.scope_for(req.method().as_str()),
+    )?;
     let rate = state.key_rate_limits.take(&identity).await.map_err(|_| {
         ApiError::new(
             ErrorCode::ServiceUnavailable,
@@ -188,7 +186,7 @@ fn upstream_request<'a>(
         headers: kept,
         added,
         body: RequestBody::Empty,
-        timeout: target.timeout,
+        timeout: target.route.timeout,
     }
 }
 
@@ -218,7 +216,7 @@ fn response_filter(
 ) -> HttpResponseBuilder {
     let mut answer = HttpResponse::build(status);
     headers::for_each_end_to_end(upstream_headers, |name, value| {
-        if headers::forwards_response_header(name, target.expose_logstitch_headers) {
+        if headers::forwards_response_header(name, target.route.expose_logstitch_headers) {
             answer.append_header((name.clone(), value.clone()));
         }
     });
@@ -242,8 +240,8 @@ fn logged(error: UpstreamError, target: &Target, state: &AppState) -> ApiError {
             "The upstream service is unavailable",
         ),
     };
-    state.metrics.upstream_error(&target.label, kind);
-    tracing::warn!(route = %target.label, kind = kind.as_str(), error = %error, "upstream request failed");
+    state.metrics.upstream_error(&target.route.prefix, kind);
+    tracing::warn!(route = %target.route.prefix, kind = kind.as_str(), error = %error, "upstream request failed");
     ApiError::new(code, message)
 }
 
@@ -259,16 +257,22 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{KeyId, OrgId, ProjectId};
+    use crate::domain::{KeyId, KeyType, OrgId, ProjectId};
     use actix_web::test::TestRequest;
+    use std::time::Duration;
 
     fn target(expose: bool) -> Target {
         Target {
             upstream: "http://upstream.test".to_owned(),
-            key_types: vec![KeyType::Project],
-            timeout: Duration::from_secs(1),
-            expose_logstitch_headers: expose,
-            label: "/api/v1/events".to_owned(),
+            route: GatewayRoute {
+                prefix: "/api/v1/events".to_owned(),
+                upstream: "http://upstream.test".to_owned(),
+                key_types: vec![KeyType::Project],
+                timeout: Duration::from_secs(1),
+                expose_logstitch_headers: expose,
+                scope: None,
+                method_scopes: Default::default(),
+            },
         }
     }
 
@@ -280,6 +284,9 @@ mod tests {
                 project_id: Some(ProjectId::new()),
                 key_type: KeyType::Project,
                 expires_at: None,
+                scopes: crate::domain::Scopes::All,
+                enabled: true,
+                rate_limit: None,
             },
             rate: RateDecision {
                 allowed: true,
@@ -327,6 +334,7 @@ mod tests {
                 "x-logstitch-key-type",
                 "x-logstitch-organization-id",
                 "x-logstitch-project-id",
+                "x-logstitch-scopes",
                 "x-request-id",
             ]
         );

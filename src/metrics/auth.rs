@@ -13,6 +13,7 @@ label_values! {
         Invalid => "invalid",
         Revoked => "revoked",
         Expired => "expired",
+        Disabled => "disabled",
         Throttled => "throttled",
         Unavailable => "unavailable",
     }
@@ -30,7 +31,7 @@ label_values! {
 pub(super) fn requests(families: &Families) -> LabelledCounter<AuthResult> {
     families.labelled(
         "logstitch_auth_requests_total",
-        "Authentication results, once per request: ok, missing, invalid, revoked, throttled, unavailable (a key type a route refuses is ok here and 403 in logstitch_http_requests_total)",
+        "Authentication results, once per request: ok, missing, invalid, revoked, expired, disabled, throttled, unavailable (a key type or scope a route refuses is ok here and 403 in logstitch_http_requests_total)",
         "result",
     )
 }

@@ -1,5 +1,5 @@
-//! The key lifecycle, as the organization actors (src/actors) run it: keys created, revoked
-//! and rolled, and the actors themselves.
+//! The key lifecycle, as the organization actors (src/actors) run it: keys created, revoked,
+//! rolled and updated, and the actors themselves.
 
 use prometheus::{IntCounter, IntGauge};
 
@@ -17,6 +17,13 @@ pub(super) fn rolled(families: &Families) -> IntCounter {
     families.counter(
         "logstitch_keys_rolled_total",
         "Keys rolled (each also counts a created key)",
+    )
+}
+
+pub(super) fn updated(families: &Families) -> IntCounter {
+    families.counter(
+        "logstitch_keys_updated_total",
+        "Keys updated (PATCH that changed something)",
     )
 }
 

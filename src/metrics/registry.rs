@@ -39,6 +39,7 @@ pub struct Metrics {
     pub keys_created: IntCounter,
     pub keys_revoked: IntCounter,
     pub keys_rolled: IntCounter,
+    pub keys_updated: IntCounter,
     pub org_actors: IntGauge,
     // revocation.rs
     pub invalidation_listener_up: IntGauge,
@@ -93,6 +94,7 @@ impl Metrics {
             keys_created: keys::created(&families),
             keys_revoked: keys::revoked(&families),
             keys_rolled: keys::rolled(&families),
+            keys_updated: keys::updated(&families),
             org_actors: keys::org_actors(&families),
             invalidation_listener_up: revocation::listener_up(&families),
             listener_reconnects: revocation::listener_reconnects(&families),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::limit::{Limit, RateDecision};
 use super::shared::{RedisUnavailable, SharedBuckets};
 use crate::configuration::{OnRedisError, RateLimitSettings, RateLimitStore};
-use crate::domain::{Identity, KeyId, ProjectId};
+use crate::domain::{Identity, KeyId, KeyRateLimit, ProjectId};
 use crate::metrics::{Metrics, RateLimitFallback};
 
 const IDLE_EVICTION: Duration = Duration::from_secs(600);
@@ -150,14 +150,24 @@ impl KeyRateLimits {
         self.shared.clone()
     }
 
+    /// The limit a key runs under: its own, else its project's override, else the default.
+    pub fn limit_of(&self, project: Option<ProjectId>, own: Option<KeyRateLimit>) -> Limit {
+        match own {
+            Some(own) => Limit {
+                per_second: own.requests_per_second,
+                burst: own.burst,
+            },
+            None => project
+                .and_then(|project| self.overrides.get(&project))
+                .copied()
+                .unwrap_or(self.default),
+        }
+    }
+
     /// Takes a token for this key. `Err` only with `on_redis_error = "deny"` while Redis
     /// can't answer; never waits longer than `redis_timeout_ms`.
     pub async fn take(&self, identity: &Identity) -> Result<RateDecision, RedisUnavailable> {
-        let limit = identity
-            .project_id
-            .and_then(|project| self.overrides.get(&project))
-            .copied()
-            .unwrap_or(self.default);
+        let limit = self.limit_of(identity.project_id, identity.rate_limit);
         let Some(shared) = &self.shared else {
             return Ok(self.buckets.take(&identity.key_id, limit));
         };

@@ -104,12 +104,24 @@ struct LeaseState {
     shared_remaining: f64,
     /// Redis refused: no token before then.
     denied_until: Option<Instant>,
+    /// The limit the lease was taken under.
+    limit: Option<Limit>,
 }
 
 impl LeaseState {
     /// Spends a leased token, or refuses while Redis's last refusal holds; None when only a
     /// round trip can tell.
     fn spend(&mut self, limit: Limit, now: Instant) -> Option<RateDecision> {
+        if self.limit != Some(limit) {
+            // The key's limit changed (a key update): what was leased under the old one is
+            // given up, so the key never holds more than its new burst.
+            if self.limit.is_some() {
+                self.tokens = 0;
+                self.next_size = 1;
+                self.denied_until = None;
+            }
+            self.limit = Some(limit);
+        }
         if self.tokens > 0 {
             self.tokens -= 1;
             return Some(self.decision(limit, true, now));

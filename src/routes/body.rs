@@ -188,6 +188,25 @@ impl Fields {
         None
     }
 
+    /// A field as sent: None when absent, `Some(Value::Null)` when null.
+    pub fn value(&self, field: &str) -> Option<&Value> {
+        self.object.get(field)
+    }
+
+    /// Whether the body names any of `fields` (null included).
+    pub fn names_any(&self, fields: &[&str]) -> bool {
+        fields.iter().any(|field| self.object.contains_key(*field))
+    }
+
+    /// Records a problem with `field` (for readers this type doesn't have).
+    pub fn refuse(
+        &mut self,
+        field: impl Into<std::borrow::Cow<'static, str>>,
+        problem: impl Into<std::borrow::Cow<'static, str>>,
+    ) {
+        self.problems.push(FieldError::new(field, problem));
+    }
+
     /// Ok when every field read so far was valid.
     pub fn finish(self) -> Result<(), ApiError> {
         if self.problems.is_empty() {

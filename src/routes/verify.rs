@@ -1,13 +1,16 @@
 //! `GET /api/v1/auth/verify`: the shared hot path as an endpoint, usable as an nginx
-//! `auth_request` or Envoy ext_authz target. Identity in the body and in headers.
+//! `auth_request` or Envoy ext_authz target. Identity in the body and in headers. With
+//! `?scope=resource.action`, a key without that scope is refused 403 `insufficient_scope`, so
+//! a proxy in front can apply a route's scope with the same rule as the gateway.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::timestamp;
-use crate::access::{AnyKey, Authenticated};
-use crate::domain::{KeyId, OrgId, ProjectId};
+use crate::access::{insufficient_scope, AnyKey, Authenticated};
+use crate::domain::{KeyId, OrgId, ProjectId, ScopeName, Scopes};
+use crate::error::{ApiError, FieldError};
 use crate::metrics::counted_resource;
 use crate::request_id::RequestId;
 
@@ -16,7 +19,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Serialize)]
-struct Verified {
+struct Verified<'a> {
     valid: bool,
     key_id: KeyId,
     organization_id: OrgId,
@@ -25,22 +28,82 @@ struct Verified {
     key_type: &'static str,
     #[serde(serialize_with = "timestamp::option::serialize")]
     expires_at: Option<DateTime<Utc>>,
+    scopes: &'a Scopes,
     request_id: RequestId,
 }
 
-async fn verify(caller: Authenticated<AnyKey>, request_id: RequestId) -> HttpResponse {
+/// The one `scope` the caller asks about, if any: a plain `resource.action`, given once.
+/// Other parameters are ignored, as before `scope` existed.
+fn asked_scope(query: &str) -> Result<Option<ScopeName>, ApiError> {
+    if query.is_empty() {
+        return Ok(None);
+    }
+    let refuse = |problem: &'static str| {
+        ApiError::validation("Invalid scope", vec![FieldError::new("scope", problem)])
+    };
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .map_err(|_| refuse("the query string could not be read"))?;
+    let mut asked = pairs.iter().filter(|(name, _)| name == "scope");
+    let Some((_, first)) = asked.next() else {
+        return Ok(None);
+    };
+    if asked.next().is_some() {
+        return Err(refuse("must be given once"));
+    }
+    ScopeName::parse(first).map(Some).ok_or_else(|| {
+        refuse("must be one scope resource.action, each part [a-z][a-z0-9_-]{0,31} (no wildcard)")
+    })
+}
+
+async fn verify(
+    caller: Authenticated<AnyKey>,
+    req: HttpRequest,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
     let identity = caller.identity;
+    if let Some(scope) = asked_scope(req.query_string())? {
+        if !identity.scopes.grants(scope.as_str()) {
+            return Err(insufficient_scope(scope.as_str()));
+        }
+    }
     let mut answer = HttpResponse::Ok();
     for header in identity.headers() {
         answer.insert_header(header);
     }
-    answer.json(Verified {
+    Ok(answer.json(Verified {
         valid: true,
         key_id: identity.key_id,
         organization_id: identity.organization_id,
         project_id: identity.project_id,
         key_type: identity.key_type.as_str(),
         expires_at: identity.expires_at,
+        scopes: &identity.scopes,
         request_id,
-    })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_plain_scope_or_none() {
+        assert_eq!(asked_scope("").unwrap(), None);
+        assert_eq!(asked_scope("other=1").unwrap(), None);
+        assert_eq!(
+            asked_scope("scope=events.write").unwrap(),
+            ScopeName::parse("events.write")
+        );
+        for bad in [
+            "scope=",
+            "scope=events.*",
+            "scope=*",
+            "scope=%2A",
+            "scope=Events.write",
+            "scope=a.b&scope=a.b",
+            "scope=events",
+        ] {
+            assert!(asked_scope(bad).is_err(), "{bad}");
+        }
+    }
 }

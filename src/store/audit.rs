@@ -18,6 +18,8 @@ pub struct Change {
     pub target_type: TargetType,
     pub target_id: Uuid,
     pub project_id: Option<ProjectId>,
+    /// `key.updated`: each changed field, `{"field": {"from": …, "to": …}}`.
+    pub changes: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +36,7 @@ pub struct AuditEventRecord {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
+    pub changes: Option<serde_json::Value>,
 }
 
 /// A position in the newest-first order: the last event a page showed. The next page starts
@@ -69,9 +72,9 @@ pub(super) async fn record_event(
     tx.execute_cached(
         "INSERT INTO audit_events (id, organization_id, action, actor_type, actor_key_id,
                                    actor_prefix, target_type, target_id, project_id, ip,
-                                   user_agent, request_id)
+                                   user_agent, request_id, changes)
          VALUES ($1, $2, $3, $4, $5, (SELECT prefix FROM api_keys WHERE id = $5),
-                 $6, $7, $8, $9, $10, $11)",
+                 $6, $7, $8, $9, $10, $11, $12)",
         &[
             &Uuid::now_v7(),
             &change.organization_id.as_uuid(),
@@ -84,6 +87,7 @@ pub(super) async fn record_event(
             &context.ip.map(|ip| ip.to_string()),
             &context.user_agent,
             &context.request_id.map(|id| id.as_str().to_owned()),
+            &change.changes,
         ],
     )
     .await?;
@@ -99,7 +103,7 @@ impl Store {
             let rows = client
                 .query_cached(
                     "SELECT id, action, occurred_at, actor_type, actor_key_id, actor_prefix,
-                            target_type, target_id, project_id, ip, user_agent, request_id
+                            target_type, target_id, project_id, ip, user_agent, request_id, changes
                      FROM audit_events
                      WHERE organization_id = $1
                        AND ($2::text IS NULL OR action = $2)
@@ -144,5 +148,6 @@ fn event_record(row: &tokio_postgres::Row) -> AuditEventRecord {
         ip: row.get(9),
         user_agent: row.get(10),
         request_id: row.get(11),
+        changes: row.get(12),
     }
 }

@@ -10,7 +10,7 @@ use super::handle::Store;
 use super::keys::{insert_key, org_lock_id, NewKey};
 use super::pool::StoreError;
 use crate::audit::{Action, AuditContext, TargetType};
-use crate::domain::{ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId};
+use crate::domain::{ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId, Scopes};
 
 pub const DEFAULT_PROJECT_NAME: &str = "Default";
 pub const MASTER_KEY_NAME: &str = "Master key";
@@ -68,6 +68,10 @@ impl Store {
                     name: &master_name,
                     key: &master_key,
                     expires_at: None,
+                    // A master key holds every scope, always: it can't be restricted.
+                    scopes: &Scopes::All,
+                    enabled: true,
+                    rate_limit: None,
                 },
             )
             .await?;
@@ -77,6 +81,7 @@ impl Store {
                 target_type: TargetType::Organization,
                 target_id: organization_id.as_uuid(),
                 project_id: None,
+                changes: None,
             };
             record_event(&tx, &change, context).await?;
             tx.commit().await?;
@@ -139,6 +144,7 @@ impl Store {
                 target_type: TargetType::Project,
                 target_id: record.id.as_uuid(),
                 project_id: Some(record.id),
+                changes: None,
             };
             record_event(&tx, &change, context).await?;
             tx.commit().await?;

@@ -3,9 +3,9 @@
 use chrono::{DateTime, Utc};
 
 use super::locked::org_lock_id;
-use super::record::{key_change, key_record, stored_key_type, KeyRecord};
+use super::record::{key_change, key_columns, key_record, stored_key_type, KeyRecord};
 use crate::audit::{Action, AuditContext};
-use crate::domain::{ApiKey, DisplayName, KeyId, OrgId, ProjectId};
+use crate::domain::{ApiKey, DisplayName, KeyId, KeyRateLimit, OrgId, ProjectId, Scopes};
 use crate::store::audit::record_event;
 use crate::store::cached::CachedStatements;
 use crate::store::handle::Store;
@@ -19,6 +19,9 @@ pub struct NewKey<'a> {
     pub name: &'a DisplayName,
     pub key: &'a ApiKey,
     pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: &'a Scopes,
+    pub enabled: bool,
+    pub rate_limit: Option<KeyRateLimit>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,11 +85,13 @@ impl Store {
             let project = project.map(|p| p.as_uuid());
             let rows = client
                 .query_cached(
-                    "SELECT id, organization_id, project_id, prefix, key_type, name,
-                            last_used_at, created_at, revoked_at, expires_at
-                     FROM api_keys
-                     WHERE organization_id = $1 AND ($2::uuid IS NULL OR project_id = $2)
-                     ORDER BY created_at DESC, id DESC",
+                    concat!(
+                        "SELECT ",
+                        key_columns!(),
+                        " FROM api_keys
+                         WHERE organization_id = $1 AND ($2::uuid IS NULL OR project_id = $2)
+                         ORDER BY created_at DESC, id DESC"
+                    ),
                     &[&org.as_uuid(), &project],
                 )
                 .await?;
@@ -107,11 +112,14 @@ pub(in crate::store) async fn insert_key(
 ) -> Result<KeyRecord, StoreError> {
     let row = tx
         .query_one_cached(
-            "INSERT INTO api_keys (id, organization_id, project_id, key_type, name, prefix, key_hash,
-                                   expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             RETURNING id, organization_id, project_id, prefix, key_type, name,
-                       last_used_at, created_at, revoked_at, expires_at",
+            concat!(
+                "INSERT INTO api_keys (id, organization_id, project_id, key_type, name, prefix,
+                                       key_hash, expires_at, scopes, enabled,
+                                       rate_limit_per_second, rate_limit_burst)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 RETURNING ",
+                key_columns!()
+            ),
             &[
                 &new.id.as_uuid(),
                 &new.organization_id.as_uuid(),
@@ -121,6 +129,10 @@ pub(in crate::store) async fn insert_key(
                 &new.key.prefix().as_str(),
                 &new.key.hash().as_bytes().as_slice(),
                 &new.expires_at,
+                &new.scopes.texts(),
+                &new.enabled,
+                &new.rate_limit.map(|limit| limit.requests_per_second),
+                &new.rate_limit.map(|limit| limit.burst as i32),
             ],
         )
         .await?;

@@ -1,10 +1,10 @@
-//! What revoke and roll share: the organization's advisory lock, the key's row lock, and the
-//! eviction notice their change sends to every instance.
+//! What revoke, roll and update share: the organization's advisory lock, the key's row lock,
+//! and the eviction notice their change sends to every instance.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::{KeyHash, KeyId, KeyType, OrgId, ProjectId};
+use crate::domain::{KeyHash, KeyId, KeyRateLimit, KeyType, OrgId, ProjectId, Scopes};
 use crate::notice::{AckAddress, LISTENER_NAME_PREFIX, REVOCATION_CHANNEL};
 use crate::store::cached::CachedStatements;
 use crate::store::pool::StoreError;
@@ -36,6 +36,9 @@ pub(super) struct LockedKey {
     pub(super) revoked: bool,
     pub(super) expires_at: Option<DateTime<Utc>>,
     pub(super) replaced_by: Option<Uuid>,
+    pub(super) scopes: Scopes,
+    pub(super) enabled: bool,
+    pub(super) rate_limit: Option<KeyRateLimit>,
 }
 
 /// Takes the organization's advisory lock (key changes of one organization are serialized
@@ -52,7 +55,7 @@ pub(super) async fn lock_key_in_scope(
     let row = tx
         .query_opt_cached(
             "SELECT key_type, project_id, key_hash, name, revoked_at IS NOT NULL, expires_at,
-                    replaced_by
+                    replaced_by, scopes, enabled, rate_limit_per_second, rate_limit_burst
              FROM api_keys WHERE id = $1 AND organization_id = $2 FOR UPDATE",
             &[&key.as_uuid(), &org.as_uuid()],
         )
@@ -73,6 +76,9 @@ pub(super) async fn lock_key_in_scope(
         revoked: row.get(4),
         expires_at: row.get(5),
         replaced_by: row.get(6),
+        scopes: Scopes::from_stored(row.get(7)),
+        enabled: row.get(8),
+        rate_limit: KeyRateLimit::from_stored(row.get(9), row.get(10)),
     }))
 }
 

@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::record::stored_key_type;
-use crate::domain::{Identity, KeyHash, KeyId, KeyState, OrgId, ProjectId};
+use crate::domain::{Identity, KeyHash, KeyId, KeyRateLimit, KeyState, OrgId, ProjectId, Scopes};
 use crate::store::cached::CachedStatements;
 use crate::store::handle::Store;
 use crate::store::pool::StoreError;
@@ -16,7 +16,7 @@ impl Store {
             let row = client
                 .query_opt_cached(
                     "SELECT id, organization_id, project_id, key_type, revoked_at IS NOT NULL,
-                            expires_at
+                            expires_at, scopes, enabled, rate_limit_per_second, rate_limit_burst
                      FROM api_keys WHERE key_hash = $1",
                     &[&hash.as_bytes().as_slice()],
                 )
@@ -38,6 +38,9 @@ impl Store {
                 project_id: row.get::<_, Option<Uuid>>(2).map(ProjectId::from_uuid),
                 key_type,
                 expires_at: row.get(5),
+                scopes: Scopes::from_stored(row.get(6)),
+                enabled: row.get(7),
+                rate_limit: KeyRateLimit::from_stored(row.get(8), row.get(9)),
             }))
         })
         .await

@@ -1,4 +1,4 @@
-//! Key rows: create, list, revoke, roll, look up by hash, and the batched lastUsedAt write.
+//! Key rows: create, list, revoke, roll, update, look up by hash, and the batched lastUsedAt write.
 //! Every change writes its audit event in its own transaction.
 //!
 //! This file only declares and re-exports: the files below import each other directly, never
@@ -11,6 +11,7 @@ mod lookup;
 mod record;
 mod revoke;
 mod roll;
+mod update;
 
 pub(super) use create::insert_key;
 pub use create::{CreateKeyError, NewKey};
@@ -19,3 +20,4 @@ pub use locked::Announced;
 pub use record::KeyRecord;
 pub use revoke::{RevokeError, RevokeOutcome};
 pub use roll::{NotRollable, RollError, RollOutcome, RollRequest};
+pub use update::{Ceiling, KeyPatch, UpdateError, UpdateOutcome, UpdateRequest};

@@ -4,8 +4,19 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::audit::{Action, TargetType};
-use crate::domain::{DisplayName, KeyId, KeyPrefix, KeyType, OrgId, ProjectId};
+use crate::domain::{
+    DisplayName, Identity, KeyId, KeyPrefix, KeyRateLimit, KeyType, OrgId, ProjectId, Scopes,
+};
 use crate::store::audit::Change;
+
+/// The columns [`key_record`] reads, in its order.
+macro_rules! key_columns {
+    () => {
+        "id, organization_id, project_id, prefix, key_type, name, last_used_at, created_at,
+         revoked_at, expires_at, scopes, enabled, rate_limit_per_second, rate_limit_burst"
+    };
+}
+pub(super) use key_columns;
 
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
@@ -19,6 +30,25 @@ pub struct KeyRecord {
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Scopes,
+    pub enabled: bool,
+    pub rate_limit: Option<KeyRateLimit>,
+}
+
+impl KeyRecord {
+    /// The identity this row authenticates as (revoked or not: the caller decides).
+    pub fn identity(&self) -> Identity {
+        Identity {
+            key_id: self.id,
+            organization_id: self.organization_id,
+            project_id: self.project_id,
+            key_type: self.key_type,
+            expires_at: self.expires_at,
+            scopes: self.scopes.clone(),
+            enabled: self.enabled,
+            rate_limit: self.rate_limit,
+        }
+    }
 }
 
 /// The key type stored in column `type_column`, or None (and a warning naming the key, from
@@ -40,8 +70,7 @@ pub(super) fn stored_key_type(
     known
 }
 
-/// A row of `id, organization_id, project_id, prefix, key_type, name, last_used_at,
-/// created_at, revoked_at, expires_at`, its key type already read.
+/// A row of [`key_columns!`], its key type already read.
 pub(super) fn key_record(row: &tokio_postgres::Row, key_type: KeyType) -> KeyRecord {
     KeyRecord {
         id: KeyId::from_uuid(row.get(0)),
@@ -54,6 +83,9 @@ pub(super) fn key_record(row: &tokio_postgres::Row, key_type: KeyType) -> KeyRec
         created_at: row.get(7),
         revoked_at: row.get(8),
         expires_at: row.get(9),
+        scopes: Scopes::from_stored(row.get(10)),
+        enabled: row.get(11),
+        rate_limit: KeyRateLimit::from_stored(row.get(12), row.get(13)),
     }
 }
 
@@ -75,5 +107,6 @@ pub(super) fn key_event(
         target_type: TargetType::Key,
         target_id: key.as_uuid(),
         project_id,
+        changes: None,
     }
 }

@@ -117,6 +117,10 @@ impl Store {
                 // expiry, else a holder of an expiring project key could roll it into one
                 // that never expires.
                 expires_at: old.expires_at,
+                // Nor widens what it may do: the restrictions go with it.
+                scopes: &old.scopes,
+                enabled: old.enabled,
+                rate_limit: old.rate_limit,
             };
             tx.execute_cached(
                 "UPDATE api_keys SET expires_at = $2 WHERE id = $1",

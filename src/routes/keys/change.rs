@@ -1,0 +1,141 @@
+//! `DELETE /api/v1/keys/{id}` and `POST /api/v1/keys/{id}/roll`: master key, or a project key
+//! holding `keys.write` for its own project's keys.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::view::{audit_context, key_id, key_not_found, limit_reached, master_key_refused};
+use crate::access::{Authenticated, KeysWrite};
+use crate::actors::{Claim, RevokeKey, RollKey};
+use crate::domain::KeyId;
+use crate::error::{ApiError, ErrorCode};
+use crate::request_id::RequestId;
+use crate::routes::body::{Fields, OptionalJsonBody};
+use crate::routes::timestamp;
+use crate::state::AppState;
+use crate::store::{NotRollable, RevokeError, RollError};
+
+/// A roll's default overlap, and the longest allowed (one week).
+const DEFAULT_OVERLAP_SECONDS: u64 = 3600;
+const MAX_OVERLAP_SECONDS: u64 = 604_800;
+
+#[derive(Serialize)]
+struct Revoked {
+    revoked: bool,
+    request_id: RequestId,
+}
+
+pub(super) async fn revoke_key(
+    caller: Authenticated<KeysWrite>,
+    path: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let key_id = key_id(&path)?;
+    let identity = caller.identity;
+    let revoke = RevokeKey {
+        key_id,
+        scope: identity.project_id,
+        context: audit_context(&identity, &req, &state, request_id),
+        claim: Claim::default(),
+    };
+    let answer = state
+        .org_actors
+        .ask(identity.organization_id, revoke)
+        .await?;
+    answer.map_err(|error| match error {
+        RevokeError::NotFound => key_not_found(),
+        RevokeError::MasterKey => master_key_refused("revoked"),
+        RevokeError::Store(error) => error.into(),
+    })?;
+    Ok(HttpResponse::Ok().json(Revoked {
+        revoked: true,
+        request_id,
+    }))
+}
+
+/// The roll body: absent, or an object with an optional `overlap_seconds`.
+fn overlap(body: Option<Value>) -> Result<chrono::Duration, ApiError> {
+    let seconds = match body {
+        None => DEFAULT_OVERLAP_SECONDS,
+        Some(body) => {
+            let mut fields = Fields::of(body)?;
+            let seconds = fields.optional_integer("overlap_seconds", 0..=MAX_OVERLAP_SECONDS);
+            fields.finish()?;
+            seconds.unwrap_or(DEFAULT_OVERLAP_SECONDS)
+        }
+    };
+    Ok(chrono::Duration::seconds(
+        i64::try_from(seconds).expect("at most a week"),
+    ))
+}
+
+#[derive(Serialize)]
+struct RolledKeyResponse<'a> {
+    key: &'a str,
+    prefix: &'a str,
+    #[serde(rename = "type")]
+    key_type: &'static str,
+    name: &'a str,
+    request_id: RequestId,
+    replaces: Replaced,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Replaced {
+    id: KeyId,
+    #[serde(with = "timestamp")]
+    expires_at: DateTime<Utc>,
+}
+
+pub(super) async fn roll_key(
+    caller: Authenticated<KeysWrite>,
+    path: web::Path<String>,
+    body: OptionalJsonBody,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let key_id = key_id(&path)?;
+    let overlap = overlap(body.0)?;
+    let identity = caller.identity;
+    let roll = RollKey {
+        key_id,
+        scope: identity.project_id,
+        overlap,
+        context: audit_context(&identity, &req, &state, request_id),
+        claim: Claim::default(),
+    };
+    let answer = state.org_actors.ask(identity.organization_id, roll).await?;
+    let rolled = answer.map_err(|error| match error {
+        RollError::NotFound => key_not_found(),
+        RollError::MasterKey => master_key_refused("rolled"),
+        RollError::NotRollable(why) => ApiError::new(
+            ErrorCode::Conflict,
+            match why {
+                NotRollable::Revoked => "The key is revoked and cannot be rolled",
+                NotRollable::Expired => "The key has expired and cannot be rolled",
+                NotRollable::AlreadyRolled => {
+                    "The key was already rolled; roll its replacement instead"
+                }
+            },
+        ),
+        RollError::LimitReached(limit) => limit_reached(limit),
+        RollError::Store(error) => error.into(),
+    })?;
+    Ok(HttpResponse::Created().json(RolledKeyResponse {
+        key: rolled.key.expose(),
+        prefix: rolled.record.prefix.as_str(),
+        key_type: rolled.record.key_type.as_str(),
+        name: rolled.record.name.as_str(),
+        request_id,
+        replaces: Replaced {
+            id: rolled.replaced,
+            expires_at: rolled.replaced_expires_at,
+        },
+    }))
+}

@@ -1,0 +1,172 @@
+//! `PATCH /api/v1/keys/{id}`: change a key's name, scopes, expiry, enabled state or rate
+//! limit. Master key, or a project key holding `keys.write` for its own project's keys, held
+//! to what it may itself do (no escalation; the rules are the store's, `store/keys/update.rs`).
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::scopes::read_scopes;
+use super::view::{audit_context, key_id, key_not_found, master_key_refused, KeyView};
+use crate::access::{Authenticated, KeysWrite};
+use crate::actors::{Claim, UpdateKey};
+use crate::domain::{
+    parse_expiry, DisplayName, Identity, KeyRateLimit, ScopeCatalog, MAX_BURST,
+    MAX_REQUESTS_PER_SECOND,
+};
+use crate::error::{ApiError, ErrorCode, FieldError};
+use crate::rate_limit::Limit;
+use crate::request_id::RequestId;
+use crate::routes::body::{Fields, JsonBody};
+use crate::state::AppState;
+use crate::store::{Ceiling, KeyPatch, UpdateError};
+
+/// The fields a PATCH may name; a body naming none of them changes nothing and is refused.
+const FIELDS: [&str; 5] = ["name", "scopes", "expires_at", "enabled", "rate_limit"];
+
+fn parse_patch(body: Value, catalog: &ScopeCatalog) -> Result<KeyPatch, ApiError> {
+    let mut fields = Fields::of(body)?;
+    if !fields.names_any(&FIELDS) {
+        return Err(ApiError::validation(
+            "Nothing to change",
+            vec![FieldError::new(
+                "body",
+                "must name at least one of name, scopes, expires_at, enabled, rate_limit",
+            )],
+        ));
+    }
+    let mut patch = KeyPatch::default();
+    if fields.value("name").is_some() {
+        patch.name = fields.required("name", DisplayName::parse);
+    }
+    patch.scopes = read_scopes(&mut fields, catalog);
+    patch.expires_at = match fields.value("expires_at") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(_) => fields
+            .optional("expires_at", |raw| parse_expiry(raw, Utc::now()))
+            .map(Some),
+    };
+    match fields.value("enabled").cloned() {
+        None => {}
+        Some(Value::Bool(enabled)) => patch.enabled = Some(enabled),
+        Some(_) => fields.refuse("enabled", "must be true or false"),
+    }
+    patch.rate_limit = match fields.value("rate_limit").cloned() {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::Object(limit)) => read_rate_limit(&mut fields, &limit).map(Some),
+        Some(_) => {
+            fields.refuse(
+                "rate_limit",
+                "must be {\"requests_per_second\": r, \"burst\": b} or null",
+            );
+            None
+        }
+    };
+    fields.finish()?;
+    Ok(patch)
+}
+
+/// `{"requests_per_second": r, "burst": b}`: r a number, 0 < r ≤ 1,000,000; b an integer,
+/// 1 ≤ b ≤ 1,000,000; both required.
+fn read_rate_limit(fields: &mut Fields, limit: &Map<String, Value>) -> Option<KeyRateLimit> {
+    let rate = match limit.get("requests_per_second").map(Value::as_f64) {
+        Some(Some(rate)) if rate > 0.0 && rate <= MAX_REQUESTS_PER_SECOND => Some(rate),
+        None => {
+            fields.refuse("rate_limit.requests_per_second", "is required");
+            None
+        }
+        Some(_) => {
+            fields.refuse(
+                "rate_limit.requests_per_second",
+                "must be a number above 0 and at most 1000000",
+            );
+            None
+        }
+    };
+    let burst = match limit.get("burst").map(Value::as_u64) {
+        Some(Some(burst)) if (1..=u64::from(MAX_BURST)).contains(&burst) => Some(burst as u32),
+        None => {
+            fields.refuse("rate_limit.burst", "is required");
+            None
+        }
+        Some(_) => {
+            fields.refuse("rate_limit.burst", "must be an integer from 1 to 1000000");
+            None
+        }
+    };
+    KeyRateLimit::new(rate?, burst?).ok()
+}
+
+/// A project key's own limits, scopes and expiry: what it may hand on.
+fn ceiling_of(identity: &Identity, state: &AppState) -> Option<Arc<Ceiling>> {
+    let project = identity.project_id?;
+    let limits = &state.key_rate_limits;
+    let as_key_limit = |limit: Limit| KeyRateLimit {
+        requests_per_second: limit.per_second,
+        burst: limit.burst,
+    };
+    Some(Arc::new(Ceiling {
+        scopes: identity.scopes.clone(),
+        expires_at: identity.expires_at,
+        rate_limit: as_key_limit(limits.limit_of(Some(project), identity.rate_limit)),
+        target_default: as_key_limit(limits.limit_of(Some(project), None)),
+    }))
+}
+
+#[derive(Serialize)]
+struct Updated<'a> {
+    #[serde(flatten)]
+    key: KeyView<'a>,
+    request_id: RequestId,
+}
+
+pub(super) async fn update_key(
+    caller: Authenticated<KeysWrite>,
+    path: web::Path<String>,
+    body: JsonBody,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let key_id = key_id(&path)?;
+    let patch = parse_patch(body.0, &state.scope_catalog)?;
+    let identity = caller.identity;
+    let update = UpdateKey {
+        key_id,
+        scope: identity.project_id,
+        patch: Arc::new(patch),
+        ceiling: ceiling_of(&identity, &state),
+        context: audit_context(&identity, &req, &state, request_id),
+        claim: Claim::default(),
+    };
+    let answer = state
+        .org_actors
+        .ask(identity.organization_id, update)
+        .await?;
+    let record = answer.map_err(|error| match error {
+        UpdateError::NotFound => key_not_found(),
+        UpdateError::MasterKey => master_key_refused("updated"),
+        UpdateError::Revoked => ApiError::new(
+            ErrorCode::Conflict,
+            "The key is revoked and cannot be updated",
+        ),
+        UpdateError::Expired => ApiError::new(
+            ErrorCode::Conflict,
+            "The key has expired and cannot be updated",
+        ),
+        UpdateError::Forbidden(refused) => {
+            ApiError::new(ErrorCode::Forbidden, "This key may not make these changes")
+                .with_details(refused)
+        }
+        UpdateError::Store(error) => error.into(),
+    })?;
+    Ok(HttpResponse::Ok().json(Updated {
+        key: KeyView::from(&record),
+        request_id,
+    }))
+}
