@@ -806,3 +806,24 @@ pub async fn try_timed(
     })?;
     Ok((read_whole(response).await, started.elapsed()))
 }
+
+// ---- Restricted keys (issue 20): key updates and creates with more fields. ----
+
+impl TestApp {
+    /// `PATCH /api/v1/keys/{id}` with `body` sent as JSON.
+    pub async fn patch_key(&self, token: &str, id: &str, body: &Value) -> Reply {
+        self.request(
+            Method::PATCH,
+            &format!("/api/v1/keys/{id}"),
+            Some(token),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/keys` with `body` as given (for fields `create_key` doesn't send).
+    pub async fn create_key_with(&self, token: &str, body: &Value) -> Reply {
+        self.request(Method::POST, "/api/v1/keys", Some(token), Some(body))
+            .await
+    }
+}

@@ -23,6 +23,7 @@ mod openapi;
 mod outage;
 mod pg_proxy;
 mod raw_http;
+mod restricted_keys;
 mod revocation_races;
 mod routes;
 mod security;

@@ -16,7 +16,7 @@ use crate::helpers::{spawn_isolated_app_with, TestDatabase};
 
 /// nginx killed when the test ends, pass or fail. With `master_process off` it is one
 /// process, so killing it leaves no worker behind.
-struct Nginx(Child);
+pub struct Nginx(pub Child);
 
 impl Drop for Nginx {
     fn drop(&mut self) {
@@ -26,14 +26,14 @@ impl Drop for Nginx {
 }
 
 /// An nginx answer: status, headers (names lower-cased), body.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .rev()
@@ -43,7 +43,7 @@ impl Answer {
 }
 
 /// One GET over the unix socket, `Connection: close`, read to the end.
-fn get(socket: &Path, path: &str, bearer: Option<&str>) -> std::io::Result<Answer> {
+pub fn get(socket: &Path, path: &str, bearer: Option<&str>) -> std::io::Result<Answer> {
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
