@@ -130,6 +130,9 @@ struct EventView<'a> {
     ip: Option<&'a str>,
     user_agent: Option<&'a str>,
     request_id: Option<&'a str>,
+    /// `key.updated` only: each changed field, `{"from": …, "to": …}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changes: Option<&'a serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -169,6 +172,7 @@ impl<'a> From<&'a AuditEventRecord> for EventView<'a> {
             ip: event.ip.as_deref(),
             user_agent: event.user_agent.as_deref(),
             request_id: event.request_id.as_deref(),
+            changes: event.changes.as_ref(),
         }
     }
 }
