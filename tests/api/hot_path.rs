@@ -62,6 +62,7 @@ async fn verify_answers_the_identity_in_body_and_headers() {
             "organization_id",
             "project_id",
             "request_id",
+            "scopes",
             "type",
             "valid"
         ]

@@ -23,6 +23,10 @@ const KEY_ITEM_FIELDS: &[&str] = &[
     "createdAt",
     "revokedAt",
     "expiresAt",
+    // Restricted keys (issue 20) add these after expiresAt.
+    "scopes",
+    "enabled",
+    "rateLimit",
 ];
 
 /// Creates a project key named `name` in `project_id`; returns (id, plaintext). Looks the id
@@ -95,7 +99,7 @@ async fn create_answers_201_with_exactly_the_documented_fields() {
     assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
     assert_exact_fields(
         &created.body,
-        &["key", "prefix", "type", "name", "request_id"],
+        &["key", "prefix", "type", "name", "scopes", "request_id"],
     );
     let key = created.body["key"].as_str().unwrap();
     assert_key_format(key, "pk_");

@@ -15,7 +15,7 @@ use crate::helpers::{
     spawn_app_with, spawn_isolated_pair, TestApp, TestDatabase, TestOrg,
 };
 
-const CREATED_FIELDS: &[&str] = &["key", "prefix", "type", "name", "request_id"];
+const CREATED_FIELDS: &[&str] = &["key", "prefix", "type", "name", "scopes", "request_id"];
 const ROLLED_FIELDS: &[&str] = &["key", "prefix", "type", "name", "request_id", "replaces"];
 
 fn rfc3339(at: DateTime<Utc>) -> String {

@@ -1727,7 +1727,7 @@ fn check_created(path: &str, reply: &RawReply) -> Result<(), String> {
         .unwrap_or_default();
     fields.sort();
     let expected: &[&str] = if path == "/api/v1/keys" {
-        &["key", "name", "prefix", "request_id", "type"]
+        &["key", "name", "prefix", "request_id", "scopes", "type"]
     } else {
         &["createdAt", "id", "name", "request_id"]
     };

@@ -184,7 +184,8 @@ pub fn measure(
     std::fs::write(
         &config,
         format!(
-            "[[gateway.routes]]\nprefix = \"/api/v1/events\"\nupstream = \"{upstream}\"\ntimeout_ms = 5000\n\n\
+            "[[gateway.routes]]\nprefix = \"/api/v1/events\"\nupstream = \"{upstream}\"\ntimeout_ms = 5000\n\
+             scope = \"events.write\"\nmethod_scopes = {{ GET = \"events.read\" }}\n\n\
              [rate_limit]\nrequests_per_second = 1000000000.0\nburst = 1000000000\n"
         ),
     )?;
@@ -196,7 +197,9 @@ pub fn measure(
     ];
     let gateway = Gateway::start(binary, &db.url, &env, &raw.join("server-forwarding.log"))?;
     let org = gateway.create_org("bench")?;
-    let (key, _) = gateway.create_key(&org, "bench")?;
+    // A restricted key (scopes, a rate limit of its own) on a scoped route: every check the
+    // forwarded path makes is made.
+    let (key, _) = gateway.create_restricted_key(&org, "bench", &["events.read", "events.write"])?;
     eprintln!(
         "\n==> peers: nginx proxy_pass → upstream; nginx auth_request → gateway verify → upstream"
     );

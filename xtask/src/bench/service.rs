@@ -230,6 +230,9 @@ impl Throughput {
 }
 
 const VERIFY: &str = "/api/v1/auth/verify";
+/// The bench key's scopes: restricted (a listed set, its own header value), as a customer's
+/// least-privilege key is, rather than the `*` of an unrestricted one.
+const RESTRICTED: &[&str] = &["keys.read", "keys.write"];
 const HEALTHZ: &str = "/healthz";
 
 /// One server under wrk, its CPU time (utime + stime) read around the run: CPU per request
@@ -343,7 +346,7 @@ pub fn throughput_only(
     ];
     let a = Gateway::start(binary, &db.url, &env, &raw.join("server-A.log"))?;
     let org = a.create_org("Bench")?;
-    let (key, _) = a.create_key(&org, "bench throughput key")?;
+    let (key, _) = a.create_restricted_key(&org, "bench throughput key", RESTRICTED)?;
     throughput(knobs, tools, &a, &key, bare_binary, raw)
 }
 
@@ -371,7 +374,7 @@ pub fn measure(
     let a = Gateway::start(binary, &db.url, &env, &raw.join("server-A.log"))?;
     let _b = Gateway::start(binary, &db.url, &env, &raw.join("server-B.log"))?;
     let org = a.create_org("Bench")?;
-    let (key, _) = a.create_key(&org, "bench throughput key")?;
+    let (key, _) = a.create_restricted_key(&org, "bench throughput key", RESTRICTED)?;
     let verify = format!("{}{VERIFY}", a.url);
     let healthz = format!("{}{HEALTHZ}", a.url);
     http::get(&verify, Some(&key))?.expect(200, "verify with a fresh key")?;
