@@ -9,6 +9,8 @@ mod registry;
 mod update;
 
 pub use claim::{Claim, Claimed};
-pub use org::{CreateKey, CreatedKey, OrgActor, Revocation, RevokeKey, Roll, RollKey, RolledKey};
+pub use org::{
+    CreateKey, CreatedKey, KeyTarget, OrgActor, Revocation, RevokeKey, Roll, RollKey, RolledKey,
+};
 pub use registry::{ActorUnavailable, OrgActors};
 pub use update::{Update, UpdateKey};

@@ -69,24 +69,29 @@ pub struct CreatedKey {
     pub record: KeyRecord,
 }
 
-/// Revoke a key within `scope` (a project key's own project; None for a master key).
+/// The key a change is about, looked for within `scope` (a project key's own project; None
+/// for a master key), and who asked, for the change's audit event.
+#[derive(Debug, Clone)]
+pub struct KeyTarget {
+    pub key_id: KeyId,
+    pub scope: Option<ProjectId>,
+    pub context: AuditContext,
+}
+
+/// Revoke a key.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Revocation, RevokeError>")]
 pub struct RevokeKey {
-    pub key_id: KeyId,
-    pub scope: Option<ProjectId>,
-    pub context: AuditContext,
+    pub target: KeyTarget,
     pub claim: Claim,
 }
 
-/// Roll a key within `scope`: a new key now, the old one expiring after `overlap`.
+/// Roll a key: a new key now, the old one expiring after `overlap`.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Roll, RollError>")]
 pub struct RollKey {
-    pub key_id: KeyId,
-    pub scope: Option<ProjectId>,
+    pub target: KeyTarget,
     pub overlap: chrono::Duration,
-    pub context: AuditContext,
     pub claim: Claim,
 }
 
@@ -187,7 +192,56 @@ impl Claimed for RollKey {
     }
 }
 
+/// What a change that every instance must acknowledge works with: the actor's handles, and a
+/// waiter registered before the change commits, so no acknowledgement can arrive unseen.
+pub(super) struct Announcing {
+    pub(super) org: OrgId,
+    pub(super) store: Store,
+    pub(super) cache: Arc<AuthCache>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) waiter: AckWaiter,
+    ack_timeout: Duration,
+}
+
+impl Announcing {
+    /// The acknowledgements to wait for once the change committed.
+    pub(super) fn into_pending(self) -> PendingAcks {
+        PendingAcks {
+            waiter: self.waiter,
+            timeout: self.ack_timeout,
+            metrics: self.metrics,
+        }
+    }
+}
+
 impl OrgActor {
+    /// Runs `work` for a change every instance must acknowledge (revoke, roll, update), as an
+    /// atomic response: the organization's next message waits for its transaction.
+    pub(super) fn announcing<T, E, Work>(
+        &mut self,
+        claim: &Claim,
+        work: impl FnOnce(Announcing) -> Work,
+    ) -> AtomicResponse<Self, Result<T, E>>
+    where
+        T: 'static,
+        E: From<StoreError> + 'static,
+        Work: std::future::Future<Output = Result<T, E>> + 'static,
+    {
+        if let Some(abandoned) = self.abandoned(claim) {
+            return abandoned;
+        }
+        let (org, store, cache, metrics) = self.handles();
+        let change = Announcing {
+            org,
+            store,
+            cache,
+            metrics,
+            waiter: self.acks.expect(uuid::Uuid::new_v4()),
+            ack_timeout: self.ack_timeout,
+        };
+        AtomicResponse::new(Box::pin(work(change).into_actor(self)))
+    }
+
     /// What a message's work needs of the actor, owned, so the work can outlive `&mut self`.
     pub(super) fn handles(&self) -> (OrgId, Store, Arc<AuthCache>, Arc<Metrics>) {
         (
@@ -261,42 +315,37 @@ impl Handler<RevokeKey> for OrgActor {
     type Result = AtomicResponse<Self, Result<Revocation, RevokeError>>;
 
     fn handle(&mut self, msg: RevokeKey, _: &mut Self::Context) -> Self::Result {
-        if let Some(abandoned) = self.abandoned(&msg.claim) {
-            return abandoned;
-        }
-        let (acks, ack_timeout) = (self.acks.clone(), self.ack_timeout);
-        let (org, store, cache, metrics) = self.handles();
-        AtomicResponse::new(Box::pin(
-            async move {
-                // Registered before the commit, so no acknowledgement can arrive unseen.
-                let waiter = acks.expect(uuid::Uuid::new_v4());
-                let outcome = store
-                    .revoke_key(org, msg.scope, msg.key_id, &waiter.address(), &msg.context)
-                    .await?;
-                // Before the DELETE answers, this instance already refuses the key...
-                cache
-                    .invalidate(outcome.hash, InvalidationSource::Local)
-                    .await;
-                if outcome.already_revoked {
-                    return Ok(Revocation {
-                        outcome,
-                        acks: None,
-                    });
-                }
-                metrics.keys_revoked.inc();
-                // ...and so will every instance that was listening, once it acknowledged:
-                // waited for by the requester (`conclude`), not here.
-                Ok(Revocation {
+        let claim = msg.claim.clone();
+        self.announcing(&claim, move |change| async move {
+            let outcome = change
+                .store
+                .revoke_key(
+                    change.org,
+                    msg.target.scope,
+                    msg.target.key_id,
+                    &change.waiter.address(),
+                    &msg.target.context,
+                )
+                .await?;
+            // Before the DELETE answers, this instance already refuses the key...
+            change
+                .cache
+                .invalidate(outcome.hash, InvalidationSource::Local)
+                .await;
+            if outcome.already_revoked {
+                return Ok(Revocation {
                     outcome,
-                    acks: Some(PendingAcks {
-                        waiter,
-                        timeout: ack_timeout,
-                        metrics,
-                    }),
-                })
+                    acks: None,
+                });
             }
-            .into_actor(self),
-        ))
+            change.metrics.keys_revoked.inc();
+            // ...and so will every instance that was listening, once it acknowledged:
+            // waited for by the requester (`conclude`), not here.
+            Ok(Revocation {
+                outcome,
+                acks: Some(change.into_pending()),
+            })
+        })
     }
 }
 
@@ -304,56 +353,48 @@ impl Handler<RollKey> for OrgActor {
     type Result = AtomicResponse<Self, Result<Roll, RollError>>;
 
     fn handle(&mut self, msg: RollKey, _: &mut Self::Context) -> Self::Result {
-        if let Some(abandoned) = self.abandoned(&msg.claim) {
-            return abandoned;
-        }
-        let (acks, ack_timeout, max) = (self.acks.clone(), self.ack_timeout, self.max_active_keys);
-        let (org, store, cache, metrics) = self.handles();
-        AtomicResponse::new(Box::pin(
-            async move {
-                let key = ApiKey::generate(KeyType::Project);
-                let waiter = acks.expect(uuid::Uuid::new_v4());
-                // As for a create: the new key's entry is judged by an epoch from before the
-                // transaction.
-                let began = cache.epoch();
-                let roll = RollRequest {
-                    organization_id: org,
-                    scope: msg.scope,
-                    old_key: msg.key_id,
-                    overlap: msg.overlap,
-                    new_id: KeyId::new(),
-                    new_key: &key,
-                    now: Utc::now(),
-                };
-                let outcome = store
-                    .roll_key(roll, max, &waiter.address(), &msg.context)
-                    .await?;
-                // The old key's cached entry (without its new expiry) goes before the answer,
-                // here at once and on every listening instance before `conclude` returns.
-                cache
-                    .invalidate(outcome.announced.hash, InvalidationSource::Local)
-                    .await;
-                cache
-                    .insert_created(key.hash(), outcome.new_key.identity(), began)
-                    .await;
-                metrics.keys_created.inc();
-                metrics.keys_rolled.inc();
-                Ok(Roll {
-                    rolled: RolledKey {
-                        key,
-                        record: outcome.new_key,
-                        replaced: outcome.old_key,
-                        replaced_expires_at: outcome.old_expires_at,
-                    },
-                    listeners: outcome.announced.listeners,
-                    acks: PendingAcks {
-                        waiter,
-                        timeout: ack_timeout,
-                        metrics,
-                    },
-                })
-            }
-            .into_actor(self),
-        ))
+        let claim = msg.claim.clone();
+        let max = self.max_active_keys;
+        self.announcing(&claim, move |change| async move {
+            let key = ApiKey::generate(KeyType::Project);
+            // As for a create: the new key's entry is judged by an epoch from before the
+            // transaction.
+            let began = change.cache.epoch();
+            let roll = RollRequest {
+                organization_id: change.org,
+                scope: msg.target.scope,
+                old_key: msg.target.key_id,
+                overlap: msg.overlap,
+                new_id: KeyId::new(),
+                new_key: &key,
+                now: Utc::now(),
+            };
+            let outcome = change
+                .store
+                .roll_key(roll, max, &change.waiter.address(), &msg.target.context)
+                .await?;
+            // The old key's cached entry (without its new expiry) goes before the answer,
+            // here at once and on every listening instance before `conclude` returns.
+            change
+                .cache
+                .invalidate(outcome.announced.hash, InvalidationSource::Local)
+                .await;
+            change
+                .cache
+                .insert_created(key.hash(), outcome.new_key.identity(), began)
+                .await;
+            change.metrics.keys_created.inc();
+            change.metrics.keys_rolled.inc();
+            Ok(Roll {
+                rolled: RolledKey {
+                    key,
+                    record: outcome.new_key,
+                    replaced: outcome.old_key,
+                    replaced_expires_at: outcome.old_expires_at,
+                },
+                listeners: outcome.announced.listeners,
+                acks: change.into_pending(),
+            })
+        })
     }
 }

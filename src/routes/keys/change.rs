@@ -1,13 +1,12 @@
 //! `DELETE /api/v1/keys/{id}` and `POST /api/v1/keys/{id}/roll`: master key, or a project key
 //! holding `keys.write` for its own project's keys.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::view::{audit_context, key_id, key_not_found, limit_reached, master_key_refused};
-use crate::access::{Authenticated, KeysWrite};
+use super::view::{key_not_found, limit_reached, master_key_refused, not_changeable, KeyChange};
 use crate::actors::{Claim, RevokeKey, RollKey};
 use crate::domain::KeyId;
 use crate::error::{ApiError, ErrorCode};
@@ -28,23 +27,14 @@ struct Revoked {
 }
 
 pub(super) async fn revoke_key(
-    caller: Authenticated<KeysWrite>,
-    path: web::Path<String>,
-    req: HttpRequest,
+    change: KeyChange,
     state: web::Data<AppState>,
-    request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let key_id = key_id(&path)?;
-    let identity = caller.identity;
-    let revoke = RevokeKey {
-        key_id,
-        scope: identity.project_id,
-        context: audit_context(&identity, &req, &state, request_id),
-        claim: Claim::default(),
-    };
-    let answer = state
-        .org_actors
-        .ask(identity.organization_id, revoke)
+    let answer = change
+        .ask(&state, |target| RevokeKey {
+            target,
+            claim: Claim::default(),
+        })
         .await?;
     answer.map_err(|error| match error {
         RevokeError::NotFound => key_not_found(),
@@ -53,7 +43,7 @@ pub(super) async fn revoke_key(
     })?;
     Ok(HttpResponse::Ok().json(Revoked {
         revoked: true,
-        request_id,
+        request_id: RequestId::current(),
     }))
 }
 
@@ -93,49 +83,43 @@ struct Replaced {
 }
 
 pub(super) async fn roll_key(
-    caller: Authenticated<KeysWrite>,
-    path: web::Path<String>,
+    change: KeyChange,
     body: OptionalJsonBody,
-    req: HttpRequest,
     state: web::Data<AppState>,
-    request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let key_id = key_id(&path)?;
     let overlap = overlap(body.0)?;
-    let identity = caller.identity;
-    let roll = RollKey {
-        key_id,
-        scope: identity.project_id,
-        overlap,
-        context: audit_context(&identity, &req, &state, request_id),
-        claim: Claim::default(),
-    };
-    let answer = state.org_actors.ask(identity.organization_id, roll).await?;
-    let rolled = answer.map_err(|error| match error {
-        RollError::NotFound => key_not_found(),
-        RollError::MasterKey => master_key_refused("rolled"),
-        RollError::NotRollable(why) => ApiError::new(
-            ErrorCode::Conflict,
-            match why {
-                NotRollable::Revoked => "The key is revoked and cannot be rolled",
-                NotRollable::Expired => "The key has expired and cannot be rolled",
-                NotRollable::AlreadyRolled => {
-                    "The key was already rolled; roll its replacement instead"
-                }
-            },
-        ),
-        RollError::LimitReached(limit) => limit_reached(limit),
-        RollError::Store(error) => error.into(),
-    })?;
+    let answer = change
+        .ask(&state, |target| RollKey {
+            target,
+            overlap,
+            claim: Claim::default(),
+        })
+        .await?;
+    let rolled = answer.map_err(roll_refused)?;
     Ok(HttpResponse::Created().json(RolledKeyResponse {
         key: rolled.key.expose(),
         prefix: rolled.record.prefix.as_str(),
         key_type: rolled.record.key_type.as_str(),
         name: rolled.record.name.as_str(),
-        request_id,
+        request_id: RequestId::current(),
         replaces: Replaced {
             id: rolled.replaced,
             expires_at: rolled.replaced_expires_at,
         },
     }))
+}
+
+fn roll_refused(error: RollError) -> ApiError {
+    match error {
+        RollError::NotFound => key_not_found(),
+        RollError::MasterKey => master_key_refused("rolled"),
+        RollError::NotRollable(NotRollable::Revoked) => not_changeable("is revoked", "rolled"),
+        RollError::NotRollable(NotRollable::Expired) => not_changeable("has expired", "rolled"),
+        RollError::NotRollable(NotRollable::AlreadyRolled) => ApiError::new(
+            ErrorCode::Conflict,
+            "The key was already rolled; roll its replacement instead",
+        ),
+        RollError::LimitReached(limit) => limit_reached(limit),
+        RollError::Store(error) => error.into(),
+    }
 }

@@ -4,14 +4,13 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::scopes::read_scopes;
-use super::view::{audit_context, key_id, key_not_found, master_key_refused, KeyView};
-use crate::access::{Authenticated, KeysWrite};
+use super::view::{key_not_found, master_key_refused, not_changeable, KeyChange, KeyView};
 use crate::actors::{Claim, UpdateKey};
 use crate::domain::{
     parse_expiry, DisplayName, Identity, KeyRateLimit, ScopeCatalog, MAX_BURST,
@@ -126,47 +125,37 @@ struct Updated<'a> {
 }
 
 pub(super) async fn update_key(
-    caller: Authenticated<KeysWrite>,
-    path: web::Path<String>,
+    change: KeyChange,
     body: JsonBody,
-    req: HttpRequest,
     state: web::Data<AppState>,
-    request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let key_id = key_id(&path)?;
     let patch = parse_patch(body.0, &state.scope_catalog)?;
-    let identity = caller.identity;
-    let update = UpdateKey {
-        key_id,
-        scope: identity.project_id,
-        patch: Arc::new(patch),
-        ceiling: ceiling_of(&identity, &state),
-        context: audit_context(&identity, &req, &state, request_id),
-        claim: Claim::default(),
-    };
-    let answer = state
-        .org_actors
-        .ask(identity.organization_id, update)
+    let ceiling = ceiling_of(&change.caller, &state);
+    let answer = change
+        .ask(&state, |target| UpdateKey {
+            target,
+            patch: Arc::new(patch),
+            ceiling,
+            claim: Claim::default(),
+        })
         .await?;
-    let record = answer.map_err(|error| match error {
+    let record = answer.map_err(update_refused)?;
+    Ok(HttpResponse::Ok().json(Updated {
+        key: KeyView::from(&record),
+        request_id: RequestId::current(),
+    }))
+}
+
+fn update_refused(error: UpdateError) -> ApiError {
+    match error {
         UpdateError::NotFound => key_not_found(),
         UpdateError::MasterKey => master_key_refused("updated"),
-        UpdateError::Revoked => ApiError::new(
-            ErrorCode::Conflict,
-            "The key is revoked and cannot be updated",
-        ),
-        UpdateError::Expired => ApiError::new(
-            ErrorCode::Conflict,
-            "The key has expired and cannot be updated",
-        ),
+        UpdateError::Revoked => not_changeable("is revoked", "updated"),
+        UpdateError::Expired => not_changeable("has expired", "updated"),
         UpdateError::Forbidden(refused) => {
             ApiError::new(ErrorCode::Forbidden, "This key may not make these changes")
                 .with_details(refused)
         }
         UpdateError::Store(error) => error.into(),
-    })?;
-    Ok(HttpResponse::Ok().json(Updated {
-        key: KeyView::from(&record),
-        request_id,
-    }))
+    }
 }

@@ -2,10 +2,15 @@
 //! in the path, who is asking (for the audit event), and the answers to a target that isn't
 //! there or can't be changed.
 
-use actix_web::HttpRequest;
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::access::{authorize, KeysWrite, Permission};
+use crate::actors::{Claimed, KeyTarget, OrgActor};
 use crate::audit::AuditContext;
 use crate::domain::{Identity, KeyId, KeyRateLimit, Scopes};
 use crate::error::{ApiError, ErrorCode, FieldError};
@@ -13,6 +18,8 @@ use crate::request_id::RequestId;
 use crate::routes::timestamp;
 use crate::state::AppState;
 use crate::store::KeyRecord;
+use actix::dev::ToEnvelope;
+use actix::{Actor, Handler, Message};
 
 /// A list item: the seed's fields, then `expiresAt`, `scopes`, `enabled`, `rateLimit`.
 #[derive(Serialize)]
@@ -55,7 +62,7 @@ impl<'a> From<&'a KeyRecord> for KeyView<'a> {
 }
 
 /// The key id in the path.
-pub(super) fn key_id(path: &str) -> Result<KeyId, ApiError> {
+fn key_id(path: &str) -> Result<KeyId, ApiError> {
     KeyId::parse(path).ok_or_else(|| {
         ApiError::validation(
             "Invalid key id",
@@ -79,6 +86,54 @@ pub(super) fn audit_context(
     )
 }
 
+/// A change to one key, as revoke, roll and update take it: a caller holding `keys.write`,
+/// the key the path names, and who is asking for the audit event. Checked in that order.
+pub(super) struct KeyChange {
+    pub(super) caller: Identity,
+    pub(super) target: KeyTarget,
+}
+
+impl FromRequest for KeyChange {
+    type Error = ApiError;
+    type Future = Ready<Result<KeyChange, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let change = || {
+            let caller = authorize(req, KeysWrite::allows, KeysWrite::SCOPE)?;
+            let key_id = key_id(req.match_info().get("id").unwrap_or_default())?;
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .expect("AppState is registered by the app factory");
+            let target = KeyTarget {
+                key_id,
+                scope: caller.project_id,
+                context: audit_context(&caller, req, state, RequestId::current()),
+            };
+            Ok(KeyChange { caller, target })
+        };
+        ready(change())
+    }
+}
+
+impl KeyChange {
+    /// Sends the change, made from its target, to the caller's organization's actor: its
+    /// answer, once every instance acknowledged what needs acknowledging.
+    pub(super) async fn ask<M>(
+        self,
+        state: &AppState,
+        message: impl FnOnce(KeyTarget) -> M,
+    ) -> Result<M::Answer, ApiError>
+    where
+        M: Message + Claimed + Clone + Send + 'static,
+        M::Result: Send,
+        OrgActor: Handler<M>,
+        <OrgActor as Actor>::Context: ToEnvelope<OrgActor, M>,
+    {
+        let org = self.caller.organization_id;
+        Ok(state.org_actors.ask(org, message(self.target)).await?)
+    }
+}
+
 /// The key isn't in the caller's scope (or doesn't exist).
 pub(super) fn key_not_found() -> ApiError {
     ApiError::not_found("Key not found")
@@ -89,6 +144,14 @@ pub(super) fn master_key_refused(verb: &str) -> ApiError {
     ApiError::new(
         ErrorCode::Forbidden,
         format!("Master keys cannot be {verb} through the API"),
+    )
+}
+
+/// 409: the key can't take this change in its state ("revoked", "expired", …).
+pub(super) fn not_changeable(why: &str, verb: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Conflict,
+        format!("The key {why} and cannot be {verb}"),
     )
 }
 

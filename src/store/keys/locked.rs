@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::record::restrictions;
 use crate::domain::{KeyHash, KeyId, KeyRateLimit, KeyType, OrgId, ProjectId, Scopes};
 use crate::notice::{AckAddress, LISTENER_NAME_PREFIX, REVOCATION_CHANNEL};
 use crate::store::cached::CachedStatements;
@@ -68,6 +69,7 @@ pub(super) async fn lock_key_in_scope(
         return Ok(None);
     }
     let key_type = KeyType::from_name(row.get(0));
+    let (scopes, enabled, rate_limit) = restrictions(&row, 7);
     Ok(Some(LockedKey {
         key_type,
         project_id,
@@ -76,9 +78,9 @@ pub(super) async fn lock_key_in_scope(
         revoked: row.get(4),
         expires_at: row.get(5),
         replaced_by: row.get(6),
-        scopes: Scopes::from_stored(row.get(7)),
-        enabled: row.get(8),
-        rate_limit: KeyRateLimit::from_stored(row.get(9), row.get(10)),
+        scopes,
+        enabled,
+        rate_limit,
     }))
 }
 

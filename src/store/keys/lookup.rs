@@ -2,8 +2,8 @@
 
 use uuid::Uuid;
 
-use super::record::stored_key_type;
-use crate::domain::{Identity, KeyHash, KeyId, KeyRateLimit, KeyState, OrgId, ProjectId, Scopes};
+use super::record::{restrictions, stored_key_type};
+use crate::domain::{Identity, KeyHash, KeyId, KeyState, OrgId, ProjectId};
 use crate::store::cached::CachedStatements;
 use crate::store::handle::Store;
 use crate::store::pool::StoreError;
@@ -32,15 +32,16 @@ impl Store {
             if row.get::<_, bool>(4) {
                 return Ok(KeyState::Revoked);
             }
+            let (scopes, enabled, rate_limit) = restrictions(&row, 6);
             Ok(KeyState::Active(Identity {
                 key_id: KeyId::from_uuid(row.get(0)),
                 organization_id: OrgId::from_uuid(row.get(1)),
                 project_id: row.get::<_, Option<Uuid>>(2).map(ProjectId::from_uuid),
                 key_type,
                 expires_at: row.get(5),
-                scopes: Scopes::from_stored(row.get(6)),
-                enabled: row.get(7),
-                rate_limit: KeyRateLimit::from_stored(row.get(8), row.get(9)),
+                scopes,
+                enabled,
+                rate_limit,
             }))
         })
         .await

@@ -72,6 +72,7 @@ pub(super) fn stored_key_type(
 
 /// A row of [`key_columns!`], its key type already read.
 pub(super) fn key_record(row: &tokio_postgres::Row, key_type: KeyType) -> KeyRecord {
+    let (scopes, enabled, rate_limit) = restrictions(row, 10);
     KeyRecord {
         id: KeyId::from_uuid(row.get(0)),
         organization_id: OrgId::from_uuid(row.get(1)),
@@ -83,10 +84,23 @@ pub(super) fn key_record(row: &tokio_postgres::Row, key_type: KeyType) -> KeyRec
         created_at: row.get(7),
         revoked_at: row.get(8),
         expires_at: row.get(9),
-        scopes: Scopes::from_stored(row.get(10)),
-        enabled: row.get(11),
-        rate_limit: KeyRateLimit::from_stored(row.get(12), row.get(13)),
+        scopes,
+        enabled,
+        rate_limit,
     }
+}
+
+/// The key's restrictions, from three adjacent columns starting at `first`: `scopes`,
+/// `enabled`, then the rate limit's two columns.
+pub(super) fn restrictions(
+    row: &tokio_postgres::Row,
+    first: usize,
+) -> (Scopes, bool, Option<KeyRateLimit>) {
+    (
+        Scopes::from_stored(row.get(first)),
+        row.get(first + 1),
+        KeyRateLimit::from_stored(row.get(first + 2), row.get(first + 3)),
+    )
 }
 
 /// The key-row event for `record`'s key.
