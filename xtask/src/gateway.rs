@@ -310,15 +310,21 @@ impl Gateway {
             "PATCH",
             &format!("{}/api/v1/keys/{id}", self.url),
             Some(&org.master_key),
-            Some(&json!({ "rate_limit": { "requests_per_second": 1_000_000, "burst": 1_000_000 } })),
+            Some(
+                &json!({ "rate_limit": { "requests_per_second": 1_000_000, "burst": 1_000_000 } }),
+            ),
         )?
         .expect(200, "give the key a rate limit of its own")?;
         Ok((key, created))
     }
 
     fn create_key_with(&self, org: &Org, request: Value) -> Result<(String, Value)> {
-        let body = http::post(&format!("{}/api/v1/keys", self.url), &org.master_key, &request)?
-            .expect(201, "create a project key")?;
+        let body = http::post(
+            &format!("{}/api/v1/keys", self.url),
+            &org.master_key,
+            &request,
+        )?
+        .expect(201, "create a project key")?;
         let key = body["key"]
             .as_str()
             .with_context(|| format!("no key in {body}"))?

@@ -199,7 +199,8 @@ pub fn measure(
     let org = gateway.create_org("bench")?;
     // A restricted key (scopes, a rate limit of its own) on a scoped route: every check the
     // forwarded path makes is made.
-    let (key, _) = gateway.create_restricted_key(&org, "bench", &["events.read", "events.write"])?;
+    let (key, _) =
+        gateway.create_restricted_key(&org, "bench", &["events.read", "events.write"])?;
     eprintln!(
         "\n==> peers: nginx proxy_pass → upstream; nginx auth_request → gateway verify → upstream"
     );
