@@ -24,6 +24,7 @@ const SERVED: &[(&str, &str)] = &[
     ("POST", "/api/v1/keys"),
     ("GET", "/api/v1/keys"),
     ("DELETE", "/api/v1/keys/{id}"),
+    ("PATCH", "/api/v1/keys/{id}"),
     ("POST", "/api/v1/keys/{id}/roll"),
     ("GET", "/api/v1/audit-events"),
     ("GET", "/api/v1/auth/verify"),
