@@ -20,7 +20,8 @@ ALTER TABLE api_keys
         CHECK (key_type = 'project' OR (scopes = '{*}' AND enabled AND rate_limit_burst IS NULL));
 
 -- `key.updated` events carry the fields they changed, {"field": {"from": …, "to": …}}.
-ALTER TABLE audit_events ADD COLUMN changes jsonb;
+-- json, not jsonb: kept as written, so its fields read in the order the list item shows them.
+ALTER TABLE audit_events ADD COLUMN changes json;
 ALTER TABLE audit_events DROP CONSTRAINT audit_events_action_check;
 ALTER TABLE audit_events ADD CONSTRAINT audit_events_action_check CHECK (action IN (
     'organization.created', 'project.created',

@@ -1,7 +1,8 @@
 //! The error envelope every endpoint answers with, and the one table of stable codes.
 //!
 //! `{"error": {"code", "message", "details"?}, "request_id"}`. `details` is present for
-//! validation errors only. Internal causes are logged, never shown to the client.
+//! validation errors and for refusals that name fields (a PATCH's escalations). Internal
+//! causes are logged, never shown to the client.
 
 use std::borrow::Cow;
 use std::fmt;

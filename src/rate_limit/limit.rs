@@ -10,6 +10,15 @@ pub struct Limit {
     pub burst: u32,
 }
 
+/// The longest wait a decision reports, in seconds (a year): a key's own limit may be as slow
+/// as it likes (any rate above 0), and its waits must still be numbers headers can carry.
+pub const LONGEST_WAIT_SECS: f64 = 31_536_000.0;
+
+/// Whole seconds for a header: rounded up, at least `at_least`, at most [`LONGEST_WAIT_SECS`].
+pub fn header_secs(seconds: f64, at_least: f64) -> u64 {
+    seconds.ceil().max(at_least).min(LONGEST_WAIT_SECS) as u64
+}
+
 /// The outcome of taking (or peeking at) a token, with what the RateLimit headers report.
 #[derive(Debug, Clone, Copy)]
 pub struct RateDecision {

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::limit::{Limit, RateDecision};
+use super::limit::{header_secs, Limit, RateDecision};
 use super::shared::{RedisUnavailable, SharedBuckets};
 use crate::configuration::{OnRedisError, RateLimitSettings, RateLimitStore};
 use crate::domain::{Identity, KeyId, KeyRateLimit, ProjectId};
@@ -93,8 +93,8 @@ impl<K: Hash + Eq + Send + Sync + Clone + 'static> Buckets<K> {
             allowed,
             limit: limit.burst,
             remaining: bucket.tokens.floor() as u32,
-            reset_secs: ((capacity - bucket.tokens) / limit.per_second).ceil() as u64,
-            retry_after_secs: (missing_for_one / limit.per_second).ceil().max(1.0) as u64,
+            reset_secs: header_secs((capacity - bucket.tokens) / limit.per_second, 0.0),
+            retry_after_secs: header_secs(missing_for_one / limit.per_second, 1.0),
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::ExposeSecret;
 
-use super::limit::{Limit, RateDecision};
+use super::limit::{header_secs, Limit, RateDecision};
 use crate::configuration::RateLimitSettings;
 use crate::domain::KeyId;
 use crate::metrics::{Metrics, RedisRoundTrip};
@@ -40,12 +40,15 @@ end
 local granted = math.min(want, math.floor(tokens))
 tokens = tokens - granted
 redis.call('HSET', KEYS[1], 't', string.format('%d', now), 'n', string.format('%.6f', tokens))
+-- Waits are capped at a year (in ms): a key's own rate may be tiny, and Redis takes only
+-- integers (a huge float is refused, which would read as an outage).
+local longest = 31536000000
 -- Gone once it would be full again: an absent bucket is a full one.
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.min(math.ceil((burst - tokens) / rate * 1000) + 1000, longest))
 -- Exhausted: when the next whole token is due, so nobody asks again before then.
 local wait_ms = 0
 if tokens < 1 then
-  wait_ms = math.ceil((1 - tokens) / rate * 1000)
+  wait_ms = math.min(math.ceil((1 - tokens) / rate * 1000), longest)
 end
 return {granted, string.format('%.6f', tokens), wait_ms}
 "#;
@@ -142,8 +145,8 @@ impl LeaseState {
             allowed,
             limit: limit.burst,
             remaining: available.floor() as u32,
-            reset_secs: ((f64::from(limit.burst) - available) / limit.per_second).ceil() as u64,
-            retry_after_secs: until_next.ceil().max(1.0) as u64,
+            reset_secs: header_secs((f64::from(limit.burst) - available) / limit.per_second, 0.0),
+            retry_after_secs: header_secs(until_next, 1.0),
         }
     }
 

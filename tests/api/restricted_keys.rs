@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::{Method, StatusCode};
 use chrono::{DateTime, SecondsFormat, Utc};
-use logstitch_gateway::configuration::{GatewayRoute, RateLimitOverride, RateLimitStore, Settings};
+use logstitch_gateway::configuration::{
+    GatewayRoute, OnRedisError, RateLimitOverride, RateLimitStore, Settings,
+};
 use logstitch_gateway::domain::{ApiKey, KeyType, ProjectId};
 use secrecy::SecretString;
 use serde_json::{json, Map, Value};
@@ -2531,6 +2533,64 @@ async fn a_per_key_limit_counts_once_for_two_instances_sharing_redis() {
     }
     assert_eq!(admitted, 4, "the key's burst, once for the fleet");
     assert_eq!(upstream.hits.load(Ordering::SeqCst), 4);
+}
+
+/// Any rate above 0 is a valid limit of a key's own. A vanishingly slow one (its next token
+/// due in millions of years) must still be counted by Redis like any other — not read as a
+/// Redis outage, which under `on_redis_error = "deny"` would refuse every other tenant's key.
+#[actix_web::test]
+async fn a_vanishingly_slow_key_limit_is_counted_in_redis_without_tripping_an_outage() {
+    let upstream = start_upstream();
+    let redis_url =
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("logstitch:test:{}:", Uuid::new_v4().simple());
+    let app = spawn_isolated_app_with(TestDatabase::create().await, &|settings: &mut Settings| {
+        settings.gateway.routes = events_routes(&upstream.url);
+        default_limits(settings, 100.0, 200);
+        settings.rate_limit.store = RateLimitStore::Redis;
+        settings.rate_limit.redis_url = SecretString::from(redis_url.clone());
+        settings.rate_limit.redis_key_prefix = prefix.clone();
+        settings.rate_limit.redis_timeout = Duration::from_secs(2);
+        settings.rate_limit.on_redis_error = OnRedisError::Deny;
+    })
+    .await;
+    let org = app.create_org("Slow").await;
+    let (slow_id, slow) = new_key(&app, &org, json!({})).await;
+    let (_, other) = new_key(&app, &org, json!({})).await;
+    patched(
+        &app,
+        &org,
+        &org.master_key,
+        &slow_id,
+        json!({"rate_limit": {"requests_per_second": 1e-15, "burst": 1}}),
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let reply = app
+            .request(Method::GET, "/api/v1/events", Some(&slow), None)
+            .await;
+        statuses.push(reply.status.as_u16());
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after: u64 = reply
+                .headers
+                .get("retry-after")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse().ok())
+                .expect("a 429 says when, in whole seconds");
+            assert!(retry_after <= 31_536_000, "at most a year: {retry_after}");
+        }
+    }
+    assert_eq!(
+        statuses,
+        [201, 429, 429, 429, 429, 429],
+        "one token, then refusals"
+    );
+    let reply = app
+        .request(Method::GET, "/api/v1/events", Some(&other), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    assert_eq!(app.metric("logstitch_rate_limit_redis_up").await, 1.0);
 }
 
 // ---- 11. Roll ----
