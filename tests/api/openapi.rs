@@ -686,7 +686,8 @@ fn the_shape_checker_finds_problems() {
     let doc = description();
     let schema = json!({"$ref": "#/components/schemas/KeyList"});
     let good = json!({"keys": [{"id": "x", "prefix": "pk_abcd", "type": "project", "name": "n",
-        "lastUsedAt": null, "createdAt": "t", "revokedAt": null, "expiresAt": null}],
+        "lastUsedAt": null, "createdAt": "t", "revokedAt": null, "expiresAt": null,
+        "scopes": ["*"], "enabled": true, "rateLimit": null}],
         "request_id": "req_x"});
     let mut problems = Vec::new();
     shape_problems(&doc, &schema, &good, "$", &mut problems);
