@@ -15,8 +15,8 @@ use crate::domain::{ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId, Scope
 use crate::invalidation::{AckWaiter, RevocationAcks};
 use crate::metrics::Metrics;
 use crate::store::{
-    CreateKeyError, KeyRecord, NewKey, RevokeError, RevokeOutcome, RollError, RollRequest, Store,
-    StoreError,
+    Caller, CreateKeyError, KeyRecord, NewKey, RevokeError, RevokeOutcome, RollError, RollRequest,
+    Store, StoreError,
 };
 
 pub struct OrgActor {
@@ -76,6 +76,8 @@ pub struct KeyTarget {
     pub key_id: KeyId,
     pub scope: Option<ProjectId>,
     pub context: AuditContext,
+    /// Who asks: read again inside the change's transaction.
+    pub caller: Caller,
 }
 
 /// Revoke a key.
@@ -323,6 +325,7 @@ impl Handler<RevokeKey> for OrgActor {
                     change.org,
                     msg.target.scope,
                     msg.target.key_id,
+                    &msg.target.caller,
                     &change.waiter.address(),
                     &msg.target.context,
                 )
@@ -368,6 +371,7 @@ impl Handler<RollKey> for OrgActor {
                 new_id: KeyId::new(),
                 new_key: &key,
                 now: Utc::now(),
+                caller: &msg.target.caller,
             };
             let outcome = change
                 .store

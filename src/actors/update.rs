@@ -9,15 +9,14 @@ use actix::prelude::*;
 use super::claim::{Claim, Claimed};
 use super::org::{KeyTarget, OrgActor, PendingAcks};
 use crate::auth::InvalidationSource;
-use crate::store::{Ceiling, KeyPatch, KeyRecord, UpdateError, UpdateRequest};
+use crate::store::{KeyPatch, KeyRecord, UpdateError, UpdateRequest};
 
-/// Update a key, held to `ceiling` (a project key's; None for a master key).
+/// Update a key (a project key held to its ceiling, read in the update's transaction).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Update, UpdateError>")]
 pub struct UpdateKey {
     pub target: KeyTarget,
     pub patch: Arc<KeyPatch>,
-    pub ceiling: Option<Arc<Ceiling>>,
     pub claim: Claim,
 }
 
@@ -56,7 +55,7 @@ impl Handler<UpdateKey> for OrgActor {
                 scope: msg.target.scope,
                 key: msg.target.key_id,
                 patch: &msg.patch,
-                ceiling: msg.ceiling.as_deref(),
+                caller: &msg.target.caller,
             };
             let outcome = change
                 .store

@@ -47,10 +47,21 @@ pub struct GatewayRoute {
 }
 
 impl GatewayRoute {
-    /// The scope a request with `method` needs on this route, if any.
+    /// The scope a request with `method` needs on this route, if any. Methods are matched
+    /// in capitals whatever the client's spelling (an upstream framework may read `get` as
+    /// GET), and HEAD needs GET's scope unless it has its own (it reads what GET reads).
     pub fn scope_for(&self, method: &str) -> Option<&str> {
+        let spelled: std::borrow::Cow<str> = if method.bytes().any(|b| b.is_ascii_lowercase()) {
+            method.to_ascii_uppercase().into()
+        } else {
+            method.into()
+        };
         self.method_scopes
-            .get(method)
+            .get(spelled.as_ref())
+            .or_else(|| match spelled.as_ref() {
+                "HEAD" => self.method_scopes.get("GET"),
+                _ => None,
+            })
             .or(self.scope.as_ref())
             .map(String::as_str)
     }
@@ -226,5 +237,13 @@ mod tests {
         assert_eq!(both.scope_for("GET"), Some("events.read"));
         assert_eq!(both.scope_for("POST"), Some("events.write"));
         assert_eq!(route(None, None).scope_for("GET"), None);
+        assert_eq!(both.scope_for("get"), Some("events.read"), "any spelling");
+        assert_eq!(both.scope_for("Get"), Some("events.read"));
+        assert_eq!(
+            both.scope_for("HEAD"),
+            Some("events.read"),
+            "HEAD reads as GET"
+        );
+        assert_eq!(both.scope_for("head"), Some("events.read"));
     }
 }

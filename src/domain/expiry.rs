@@ -13,6 +13,11 @@ pub fn parse_expiry(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Stri
             "must be an RFC 3339 time with an offset, like 2027-01-15T09:30:00Z".to_owned()
         })?
         .with_timezone(&Utc);
+    // chrono reads a leap second (`:60`) as a second-59 time with 1 s or more of fraction,
+    // which would compare and print differently from what is stored: refused.
+    if chrono::Timelike::nanosecond(&at) >= 1_000_000_000 {
+        return Err("must be a valid time (no leap second)".to_owned());
+    }
     let at = to_millis(at);
     if at <= now {
         return Err("must be in the future".to_owned());
@@ -39,6 +44,13 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_leap_second_is_refused() {
+        assert!(parse_expiry("2027-01-14T23:59:60.999Z", now()).is_err());
+        assert!(parse_expiry("2027-01-14T10:15:60Z", now()).is_err());
+        assert!(parse_expiry("2027-01-14T23:59:59.999Z", now()).is_ok());
     }
 
     #[test]

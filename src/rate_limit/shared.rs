@@ -163,7 +163,19 @@ impl LeaseState {
         self.fetched_at = Some(now);
     }
 
-    fn granted(&mut self, granted: u32, remaining: f64, wait: Duration, now: Instant) {
+    fn granted(
+        &mut self,
+        limit: Limit,
+        granted: u32,
+        remaining: f64,
+        wait: Duration,
+        now: Instant,
+    ) {
+        // Taken under a limit the key no longer has (updated meanwhile): given up, as `spend`
+        // gives up what was leased before the change.
+        if self.limit.is_some_and(|current| current != limit) {
+            return;
+        }
         self.tokens += granted;
         self.shared_remaining = remaining;
         // Redis is out of tokens: the requests queued behind this round trip are refused
@@ -262,7 +274,7 @@ impl SharedBuckets {
             };
         let mut state = lock(&lease.state);
         let now = Instant::now();
-        state.granted(granted, remaining, wait, now);
+        state.granted(limit, granted, remaining, wait, now);
         Ok(state
             .spend(limit, now)
             .unwrap_or_else(|| state.decision(limit, false, now)))
@@ -291,7 +303,7 @@ impl SharedBuckets {
                     let mut state = lock(&lease.state);
                     let now = Instant::now();
                     state.fetched_at = Some(now);
-                    state.granted(granted, remaining, wait, now);
+                    state.granted(limit, granted, remaining, wait, now);
                 }
                 Ok(Err(error)) => {
                     this.failed(&error);
@@ -441,17 +453,37 @@ mod tests {
         let mut state = LeaseState::default();
         let now = Instant::now();
         assert!(state.spend(LIMIT, now).is_none(), "nothing leased yet");
-        state.granted(2, 10.0, Duration::ZERO, now);
+        state.granted(LIMIT, 2, 10.0, Duration::ZERO, now);
         let first = state.spend(LIMIT, now).unwrap();
         assert!(first.allowed);
         assert_eq!(first.remaining, 11);
         assert!(state.spend(LIMIT, now).unwrap().allowed);
         assert!(state.spend(LIMIT, now).is_none(), "lease used up");
-        state.granted(0, 0.2, Duration::from_millis(1500), now);
+        state.granted(LIMIT, 0, 0.2, Duration::from_millis(1500), now);
         let refused = state.spend(LIMIT, now).unwrap();
         assert!(!refused.allowed);
         assert_eq!(refused.remaining, 0);
         assert_eq!(refused.retry_after_secs, 2);
         assert!(state.spend(LIMIT, now + Duration::from_secs(2)).is_none());
+    }
+
+    #[test]
+    fn a_lease_taken_under_an_old_limit_is_given_up() {
+        let mut state = LeaseState::default();
+        let now = Instant::now();
+        assert!(state.spend(LIMIT, now).is_none());
+        let lowered = Limit {
+            per_second: LIMIT.per_second,
+            burst: 1,
+        };
+        assert!(
+            state.spend(lowered, now).is_none(),
+            "the limit changed: a new lease"
+        );
+        state.granted(LIMIT, 5, 10.0, Duration::ZERO, now);
+        assert!(
+            state.spend(lowered, now).is_none(),
+            "tokens leased under the old limit"
+        );
     }
 }

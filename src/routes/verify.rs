@@ -32,8 +32,9 @@ struct Verified<'a> {
     request_id: RequestId,
 }
 
-/// The one `scope` the caller asks about, if any: a plain `resource.action`, given once.
-/// Other parameters are ignored, as before `scope` existed.
+/// The one `scope` the caller asks about, if any: a plain `resource.action`, given once. Any
+/// other parameter is refused: a misspelt `scope` in a proxy's configuration must fail loudly
+/// rather than let every key through unchecked.
 fn asked_scope(query: &str) -> Result<Option<ScopeName>, ApiError> {
     if query.is_empty() {
         return Ok(None);
@@ -43,6 +44,15 @@ fn asked_scope(query: &str) -> Result<Option<ScopeName>, ApiError> {
     };
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
         .map_err(|_| refuse("the query string could not be read"))?;
+    if let Some((name, _)) = pairs.iter().find(|(name, _)| name != "scope") {
+        return Err(ApiError::validation(
+            "Invalid query",
+            vec![FieldError::new(
+                name.clone(),
+                "is not a parameter of this route (scope)",
+            )],
+        ));
+    }
     let mut asked = pairs.iter().filter(|(name, _)| name == "scope");
     let Some((_, first)) = asked.next() else {
         return Ok(None);
@@ -89,7 +99,12 @@ mod tests {
     #[test]
     fn one_plain_scope_or_none() {
         assert_eq!(asked_scope("").unwrap(), None);
-        assert_eq!(asked_scope("other=1").unwrap(), None);
+        assert!(
+            asked_scope("other=1").is_err(),
+            "unknown parameters are refused"
+        );
+        assert!(asked_scope("Scope=events.read").is_err());
+        assert!(asked_scope("scopes=events.read").is_err());
         assert_eq!(
             asked_scope("scope=events.write").unwrap(),
             ScopeName::parse("events.write")

@@ -17,8 +17,9 @@ mod pool;
 pub use audit::{AuditEventRecord, EventPage, EventPosition, EventQuery};
 pub use handle::Store;
 pub use keys::{
-    Announced, Ceiling, CreateKeyError, KeyPatch, KeyRecord, NewKey, NotRollable, RevokeError,
-    RevokeOutcome, RollError, RollOutcome, RollRequest, UpdateError, UpdateOutcome, UpdateRequest,
+    Announced, Caller, CallerRefusal, Ceiling, CreateKeyError, KeyPatch, KeyRecord, NewKey,
+    NotRollable, RevokeError, RevokeOutcome, RollError, RollOutcome, RollRequest, UpdateError,
+    UpdateOutcome, UpdateRequest,
 };
 pub use migrations::{migrations_applied, run_migrations};
 pub use orgs::{NewOrganization, OrganizationRecord, ProjectRecord};

@@ -2593,6 +2593,166 @@ async fn a_vanishingly_slow_key_limit_is_counted_in_redis_without_tripping_an_ou
     assert_eq!(app.metric("logstitch_rate_limit_redis_up").await, 1.0);
 }
 
+// ---- From the attacker review ----
+
+/// A roll hands the target's powers to a new key the caller receives: a project key with
+/// `keys.write` may roll only a key within its own scopes, expiry and limit — rolling a broader
+/// sibling would be an escalation by another name. Itself (and narrower keys) it may roll.
+#[actix_web::test]
+async fn a_project_key_may_not_roll_a_key_broader_than_itself() {
+    let upstream = start_upstream();
+    let app = scoped_gateway(&upstream, |_| {}).await;
+    let org = app.create_org("Roll up").await;
+    let expires = rfc3339(from_now(3600));
+    let (_, writer) = new_key(
+        &app,
+        &org,
+        json!({"scopes": ["keys.read", "keys.write"], "expires_at": expires}),
+    )
+    .await;
+    let (broad_id, _) = new_key(&app, &org, json!({})).await;
+    let keys_before = app.key_items(&org.master_key).await.len();
+    let refused = roll(&app, &writer, &broad_id).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "forbidden");
+    let fields: Vec<&str> = refused.body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|detail| detail["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["scopes", "expires_at"], "{refused:?}");
+    assert_eq!(app.key_items(&org.master_key).await.len(), keys_before, "nothing made");
+    let (narrow_id, _) = new_key(
+        &app,
+        &org,
+        json!({"scopes": ["keys.read"], "expires_at": rfc3339(from_now(600))}),
+    )
+    .await;
+    assert_eq!(roll(&app, &writer, &narrow_id).await.status, StatusCode::CREATED);
+}
+
+/// Sends a request whose body arrives in two parts, running `meanwhile` after the head (the
+/// request has authenticated by then) and before the rest of the body.
+async fn with_slow_body<F: std::future::Future<Output = ()>>(
+    app: &TestApp,
+    head: &str,
+    body: &str,
+    meanwhile: F,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    let request = format!(
+        "{head}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..1]).await.unwrap();
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    meanwhile.await;
+    stream.write_all(&body.as_bytes()[1..]).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status: u16 = text[9..12].parse().expect("a status line");
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+/// The caller is read again inside the change's transaction: a key revoked, or narrowed, after
+/// its request authenticated (its body still arriving) can't finish the change with the
+/// powers it had.
+#[actix_web::test]
+async fn a_caller_revoked_or_narrowed_mid_request_cannot_finish_its_change() {
+    let upstream = start_upstream();
+    let app = scoped_gateway(&upstream, |_| {}).await;
+    let org = app.create_org("Mid-request").await;
+    let (leak_id, leak) = new_key(&app, &org, json!({})).await;
+    let (victim_id, _) = new_key(&app, &org, json!({})).await;
+    let head = format!(
+        "POST /api/v1/keys/{victim_id}/roll HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {leak}"
+    );
+    let (status, body) = with_slow_body(&app, &head, r#"{"overlap_seconds": 0}"#, async {
+        assert_eq!(
+            app.revoke_key(&org.master_key, &leak_id).await.status,
+            StatusCode::OK
+        );
+    })
+    .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("key_revoked")));
+    assert_eq!(app.key_item(&org.master_key, &victim_id).await["revokedAt"], Value::Null);
+
+    let (self_id, own) = new_key(&app, &org, json!({})).await;
+    let head = format!(
+        "PATCH /api/v1/keys/{self_id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {own}"
+    );
+    let (status, body) = with_slow_body(&app, &head, r#"{"scopes": ["*"]}"#, async {
+        patched(
+            &app,
+            &org,
+            &org.master_key,
+            &self_id,
+            json!({"scopes": ["keys.write", "events.write"]}),
+        )
+        .await;
+    })
+    .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+    assert_eq!(
+        app.key_item(&org.master_key, &self_id).await["scopes"],
+        json!(["events.write", "keys.write"]),
+        "the master's restriction stands"
+    );
+}
+
+/// A route's method scopes are matched whatever the client's spelling of the method, and a
+/// HEAD needs what GET needs: `get` can't slip past `GET = "events.read"`.
+#[actix_web::test]
+async fn method_scopes_hold_whatever_the_method_spelling_and_for_head() {
+    let upstream = start_upstream();
+    let app = scoped_gateway(&upstream, |_| {}).await;
+    let org = app.create_org("Spelling").await;
+    let (_, writer) = new_key(&app, &org, json!({"scopes": ["events.write"]})).await;
+    for method in ["get", "Get", "HEAD"] {
+        let reply = app
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                "/api/v1/events/x",
+                Some(&writer),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method}: {reply:?}");
+    }
+    assert_eq!(upstream.hits.load(Ordering::SeqCst), 0);
+}
+
+/// Verify refuses any parameter but `scope`, so a misspelt one fails loudly instead of
+/// letting every key through; an expiry written as a leap second is refused.
+#[actix_web::test]
+async fn verify_refuses_unknown_parameters_and_expiries_refuse_leap_seconds() {
+    let upstream = start_upstream();
+    let app = scoped_gateway(&upstream, |_| {}).await;
+    let org = app.create_org("Strict").await;
+    let (_, writer) = new_key(&app, &org, json!({"scopes": ["events.write"]})).await;
+    for query in ["Scope=events.read", "scopes=events.read", "scope%5B%5D=events.read"] {
+        let reply = verify_scope(&app, &writer, query).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error");
+    }
+    let created = app
+        .create_key_with(
+            &org.master_key,
+            &json!({"project_id": org.project_id, "type": "project", "name": "leap",
+                    "expires_at": "2030-01-14T23:59:60.999Z"}),
+        )
+        .await;
+    assert_error(&created, StatusCode::BAD_REQUEST, "validation_error");
+}
+
 // ---- 11. Roll ----
 
 #[actix_web::test]

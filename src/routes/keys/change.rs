@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::view::{key_not_found, limit_reached, master_key_refused, not_changeable, KeyChange};
+use super::view::{
+    beyond_caller, caller_refused, key_not_found, limit_reached, master_key_refused,
+    not_changeable, KeyChange,
+};
 use crate::actors::{Claim, RevokeKey, RollKey};
 use crate::domain::KeyId;
 use crate::error::{ApiError, ErrorCode};
@@ -39,6 +42,7 @@ pub(super) async fn revoke_key(
     answer.map_err(|error| match error {
         RevokeError::NotFound => key_not_found(),
         RevokeError::MasterKey => master_key_refused("revoked"),
+        RevokeError::Caller(refusal) => caller_refused(refusal),
         RevokeError::Store(error) => error.into(),
     })?;
     Ok(HttpResponse::Ok().json(Revoked {
@@ -120,6 +124,8 @@ fn roll_refused(error: RollError) -> ApiError {
             "The key was already rolled; roll its replacement instead",
         ),
         RollError::LimitReached(limit) => limit_reached(limit),
+        RollError::Caller(refusal) => caller_refused(refusal),
+        RollError::Forbidden(refused) => beyond_caller(refused),
         RollError::Store(error) => error.into(),
     }
 }

@@ -10,18 +10,19 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::scopes::read_scopes;
-use super::view::{key_not_found, master_key_refused, not_changeable, KeyChange, KeyView};
+use super::view::{
+    beyond_caller, caller_refused, key_not_found, master_key_refused, not_changeable, KeyChange,
+    KeyView,
+};
 use crate::actors::{Claim, UpdateKey};
 use crate::domain::{
-    parse_expiry, DisplayName, Identity, KeyRateLimit, ScopeCatalog, MAX_BURST,
-    MAX_REQUESTS_PER_SECOND,
+    parse_expiry, DisplayName, KeyRateLimit, ScopeCatalog, MAX_BURST, MAX_REQUESTS_PER_SECOND,
 };
-use crate::error::{ApiError, ErrorCode, FieldError};
-use crate::rate_limit::Limit;
+use crate::error::{ApiError, FieldError};
 use crate::request_id::RequestId;
 use crate::routes::body::{Fields, JsonBody};
 use crate::state::AppState;
-use crate::store::{Ceiling, KeyPatch, UpdateError};
+use crate::store::{KeyPatch, UpdateError};
 
 /// The fields a PATCH may name; a body naming none of them changes nothing and is refused.
 const FIELDS: [&str; 5] = ["name", "scopes", "expires_at", "enabled", "rate_limit"];
@@ -101,22 +102,6 @@ fn read_rate_limit(fields: &mut Fields, limit: &Map<String, Value>) -> Option<Ke
     KeyRateLimit::new(rate?, burst?).ok()
 }
 
-/// A project key's own limits, scopes and expiry: what it may hand on.
-fn ceiling_of(identity: &Identity, state: &AppState) -> Option<Arc<Ceiling>> {
-    let project = identity.project_id?;
-    let limits = &state.key_rate_limits;
-    let as_key_limit = |limit: Limit| KeyRateLimit {
-        requests_per_second: limit.per_second,
-        burst: limit.burst,
-    };
-    Some(Arc::new(Ceiling {
-        scopes: identity.scopes.clone(),
-        expires_at: identity.expires_at,
-        rate_limit: as_key_limit(limits.limit_of(Some(project), identity.rate_limit)),
-        target_default: as_key_limit(limits.limit_of(Some(project), None)),
-    }))
-}
-
 #[derive(Serialize)]
 struct Updated<'a> {
     #[serde(flatten)]
@@ -130,12 +115,10 @@ pub(super) async fn update_key(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let patch = parse_patch(body.0, &state.scope_catalog)?;
-    let ceiling = ceiling_of(&change.caller, &state);
     let answer = change
         .ask(&state, |target| UpdateKey {
             target,
             patch: Arc::new(patch),
-            ceiling,
             claim: Claim::default(),
         })
         .await?;
@@ -152,10 +135,8 @@ fn update_refused(error: UpdateError) -> ApiError {
         UpdateError::MasterKey => master_key_refused("updated"),
         UpdateError::Revoked => not_changeable("is revoked", "updated"),
         UpdateError::Expired => not_changeable("has expired", "updated"),
-        UpdateError::Forbidden(refused) => {
-            ApiError::new(ErrorCode::Forbidden, "This key may not make these changes")
-                .with_details(refused)
-        }
+        UpdateError::Forbidden(refused) => beyond_caller(refused),
+        UpdateError::Caller(refusal) => caller_refused(refusal),
         UpdateError::Store(error) => error.into(),
     }
 }

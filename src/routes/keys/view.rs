@@ -9,7 +9,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::access::{authorize, KeysWrite, Permission};
+use crate::access::{authorize, insufficient_scope, AuthFailure, KeysWrite, Permission};
 use crate::actors::{Claimed, KeyTarget, OrgActor};
 use crate::audit::AuditContext;
 use crate::domain::{Identity, KeyId, KeyRateLimit, Scopes};
@@ -17,7 +17,7 @@ use crate::error::{ApiError, ErrorCode, FieldError};
 use crate::request_id::RequestId;
 use crate::routes::timestamp;
 use crate::state::AppState;
-use crate::store::KeyRecord;
+use crate::store::{Caller, CallerRefusal, KeyRecord};
 use actix::dev::ToEnvelope;
 use actix::{Actor, Handler, Message};
 
@@ -108,6 +108,16 @@ impl FromRequest for KeyChange {
                 key_id,
                 scope: caller.project_id,
                 context: audit_context(&caller, req, state, RequestId::current()),
+                caller: Caller {
+                    key_id: caller.key_id,
+                    project_default: caller.project_id.map(|project| {
+                        let limit = state.key_rate_limits.limit_of(Some(project), None);
+                        KeyRateLimit {
+                            requests_per_second: limit.per_second,
+                            burst: limit.burst,
+                        }
+                    }),
+                },
             };
             Ok(KeyChange { caller, target })
         };
@@ -132,6 +142,22 @@ impl KeyChange {
         let org = self.caller.organization_id;
         Ok(state.org_actors.ask(org, message(self.target)).await?)
     }
+}
+
+/// The caller's own state changed since its request authenticated: answered as that state
+/// would be answered now.
+pub(super) fn caller_refused(refusal: CallerRefusal) -> ApiError {
+    match refusal {
+        CallerRefusal::Revoked => AuthFailure::Revoked.into(),
+        CallerRefusal::Expired => AuthFailure::Expired.into(),
+        CallerRefusal::Disabled => AuthFailure::Disabled.into(),
+        CallerRefusal::LacksScope(scope) => insufficient_scope(scope),
+    }
+}
+
+/// A project key asked for more than it may hand on: 403 with a detail per field.
+pub(super) fn beyond_caller(refused: Vec<FieldError>) -> ApiError {
+    ApiError::new(ErrorCode::Forbidden, "This key may not make these changes").with_details(refused)
 }
 
 /// The key isn't in the caller's scope (or doesn't exist).

@@ -4,6 +4,7 @@
 //! This file only declares and re-exports: the files below import each other directly, never
 //! through here.
 
+mod ceiling;
 mod create;
 mod last_used;
 mod locked;
@@ -13,6 +14,7 @@ mod revoke;
 mod roll;
 mod update;
 
+pub use ceiling::{Caller, CallerRefusal, Ceiling};
 pub(super) use create::insert_key;
 pub use create::{CreateKeyError, NewKey};
 pub(super) use locked::org_lock_id;
@@ -20,4 +22,4 @@ pub use locked::Announced;
 pub use record::KeyRecord;
 pub use revoke::{RevokeError, RevokeOutcome};
 pub use roll::{NotRollable, RollError, RollOutcome, RollRequest};
-pub use update::{Ceiling, KeyPatch, UpdateError, UpdateOutcome, UpdateRequest};
+pub use update::{KeyPatch, UpdateError, UpdateOutcome, UpdateRequest};

@@ -1,6 +1,7 @@
 //! Revoking a key: its row updated, its event written and its eviction announced in one
 //! transaction, so the notice goes out only on commit.
 
+use super::ceiling::{recheck_caller, Caller, CallerRefusal};
 use super::locked::{announce_eviction, lock_key_in_scope};
 use super::record::key_event;
 use crate::audit::{Action, AuditContext};
@@ -17,6 +18,8 @@ pub enum RevokeError {
     NotFound,
     #[error("master keys cannot be revoked through the API")]
     MasterKey,
+    #[error("the caller can no longer make this change: {0:?}")]
+    Caller(CallerRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -39,6 +42,7 @@ impl Store {
         org: OrgId,
         project: Option<ProjectId>,
         key: KeyId,
+        caller: &Caller,
         acks: &AckAddress,
         context: &AuditContext,
     ) -> Result<RevokeOutcome, RevokeError> {
@@ -52,6 +56,9 @@ impl Store {
             if target.key_type == Some(KeyType::Master) {
                 return Err(RevokeError::MasterKey);
             }
+            recheck_caller(&tx, caller, "keys.write")
+                .await?
+                .map_err(RevokeError::Caller)?;
             if target.revoked {
                 return Ok(RevokeOutcome {
                     hash: target.hash,

@@ -3,11 +3,13 @@
 
 use chrono::{DateTime, Utc};
 
+use super::ceiling::{beyond_ceiling, recheck_caller, Caller, CallerRefusal};
 use super::create::{count_active, insert_key, NewKey};
 use super::locked::{announce_eviction, lock_key_in_scope, Announced};
 use super::record::{key_event, KeyRecord};
 use crate::audit::{Action, AuditContext};
 use crate::domain::{to_millis, ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId};
+use crate::error::FieldError;
 use crate::notice::AckAddress;
 use crate::store::audit::record_event;
 use crate::store::cached::CachedStatements;
@@ -24,6 +26,11 @@ pub enum RollError {
     NotRollable(NotRollable),
     #[error("the organization has reached its limit of {0} active keys")]
     LimitReached(i64),
+    #[error("the caller can no longer make this change: {0:?}")]
+    Caller(CallerRefusal),
+    /// The key's powers exceed the caller's own, one detail per field.
+    #[error("the key exceeds what the caller may hand on")]
+    Forbidden(Vec<FieldError>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -66,6 +73,7 @@ pub struct RollRequest<'a> {
     pub new_id: KeyId,
     pub new_key: &'a ApiKey,
     pub now: DateTime<Utc>,
+    pub caller: &'a Caller,
 }
 
 impl Store {
@@ -101,6 +109,17 @@ impl Store {
             };
             if let Some(refusal) = refusal {
                 return Err(RollError::NotRollable(refusal));
+            }
+            let ceiling = recheck_caller(&tx, roll.caller, "keys.write")
+                .await?
+                .map_err(RollError::Caller)?;
+            // A roll hands the old key's powers to a new key the caller receives: a project
+            // key may roll only a key it could have made itself.
+            if let Some(ceiling) = &ceiling {
+                let refused = beyond_ceiling(ceiling, &old.scopes, old.expires_at, old.rate_limit);
+                if !refused.is_empty() {
+                    return Err(RollError::Forbidden(refused));
+                }
             }
             let overlap_end = to_millis(roll.now + roll.overlap);
             let old_expires_at = old.expires_at.map_or(overlap_end, |at| at.min(overlap_end));

@@ -6,6 +6,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
+use super::ceiling::{escalations, recheck_caller, Caller, CallerRefusal};
 use super::locked::{announce_eviction, lock_key_in_scope, Announced};
 use super::record::{key_columns, key_event, key_record, KeyRecord};
 use crate::audit::{Action, AuditContext};
@@ -29,26 +30,14 @@ pub struct KeyPatch {
 }
 
 /// One update: which key, within which scope (a project key's own project; None for a
-/// master key), what to change, and the caller's ceiling (None for a master key).
+/// master key), what to change, and who asks (held to its ceiling when a project key).
 #[derive(Debug, Clone)]
 pub struct UpdateRequest<'a> {
     pub organization_id: OrgId,
     pub scope: Option<ProjectId>,
     pub key: KeyId,
     pub patch: &'a KeyPatch,
-    pub ceiling: Option<&'a Ceiling>,
-}
-
-/// What a project key may hand on: its own scopes, expiry and limits. A master key has no
-/// ceiling.
-#[derive(Debug, Clone)]
-pub struct Ceiling {
-    pub scopes: Scopes,
-    pub expires_at: Option<DateTime<Utc>>,
-    /// The caller's effective limit (its own, else its project's, else the default).
-    pub rate_limit: KeyRateLimit,
-    /// What a target without a limit of its own runs under (`rate_limit: null`).
-    pub target_default: KeyRateLimit,
+    pub caller: &'a Caller,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +53,8 @@ pub enum UpdateError {
     /// Escalations, one per refused field.
     #[error("the change exceeds what the caller may do")]
     Forbidden(Vec<FieldError>),
+    #[error("the caller can no longer make this change: {0:?}")]
+    Caller(CallerRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -88,7 +79,7 @@ impl Store {
             scope,
             key,
             patch,
-            ceiling,
+            caller,
         } = request;
         self.within_deadline(async {
             let mut client = self.pool.get().await.map_err(StoreError::from)?;
@@ -106,6 +97,9 @@ impl Store {
             if locked.expires_at.is_some_and(|at| at <= now) {
                 return Err(UpdateError::Expired);
             }
+            let ceiling = recheck_caller(&tx, caller, "keys.write")
+                .await?
+                .map_err(UpdateError::Caller)?;
             let row = tx
                 .query_one_cached(
                     concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = $1"),
@@ -121,7 +115,7 @@ impl Store {
                     announced: None,
                 });
             }
-            if let Some(ceiling) = ceiling {
+            if let Some(ceiling) = &ceiling {
                 let refused = escalations(ceiling, &current, &changes);
                 if !refused.is_empty() {
                     return Err(UpdateError::Forbidden(refused));
@@ -202,75 +196,6 @@ fn apply(current: &KeyRecord, changes: &KeyPatch) -> KeyRecord {
         updated.rate_limit = rate_limit;
     }
     updated
-}
-
-/// No escalation: a project key may give only scopes it covers, move an expiry only earlier
-/// (never clear it, never past its own), disable but never enable, and set no limit above its
-/// own. One detail per refused field, named as in the PATCH body.
-fn escalations(ceiling: &Ceiling, current: &KeyRecord, changes: &KeyPatch) -> Vec<FieldError> {
-    let mut refused = Vec::new();
-    if let Some(scopes) = &changes.scopes {
-        let beyond: Vec<String> = scopes
-            .texts()
-            .into_iter()
-            .filter(|text| {
-                crate::domain::ScopePattern::parse(text)
-                    .is_none_or(|pattern| !ceiling.scopes.covers(&pattern))
-            })
-            .collect();
-        if !beyond.is_empty() {
-            refused.push(FieldError::new(
-                "scopes",
-                format!(
-                    "a project key may only grant scopes it holds: {} not covered",
-                    quoted(&beyond)
-                ),
-            ));
-        }
-    }
-    if let Some(expires_at) = changes.expires_at {
-        let problem = match expires_at {
-            None => Some("a project key may not clear an expiry"),
-            Some(at) if current.expires_at.is_some_and(|set| at > set) => {
-                Some("a project key may only move an expiry earlier")
-            }
-            Some(at) if ceiling.expires_at.is_some_and(|own| at > own) => {
-                Some("a project key may not set an expiry past its own")
-            }
-            Some(_) => None,
-        };
-        if let Some(problem) = problem {
-            refused.push(FieldError::new("expires_at", problem));
-        }
-    }
-    if changes.enabled == Some(true) {
-        refused.push(FieldError::new(
-            "enabled",
-            "only a master key may enable a disabled key",
-        ));
-    }
-    if let Some(limit) = changes.rate_limit {
-        let wanted = limit.unwrap_or(ceiling.target_default);
-        let own = ceiling.rate_limit;
-        if wanted.requests_per_second > own.requests_per_second || wanted.burst > own.burst {
-            refused.push(FieldError::new(
-                "rate_limit",
-                format!(
-                    "a project key may not set a limit above its own ({} requests per second, burst {})",
-                    own.requests_per_second, own.burst
-                ),
-            ));
-        }
-    }
-    refused
-}
-
-fn quoted(texts: &[String]) -> String {
-    texts
-        .iter()
-        .map(|text| format!("\"{text}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// `{"field": {"from": …, "to": …}}` for each changed field, values as the list shows them.
