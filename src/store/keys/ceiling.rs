@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 
+use super::patch::KeyPatch;
 use super::record::{restrictions, KeyRecord};
-use super::update::KeyPatch;
 use crate::domain::{KeyId, KeyRateLimit, KeyType, ScopePattern, Scopes};
 use crate::error::FieldError;
 use crate::store::cached::CachedStatements;

@@ -8,26 +8,16 @@ use serde_json::{json, Map, Value};
 
 use super::ceiling::{escalations, recheck_caller, Caller, CallerRefusal};
 use super::locked::{announce_eviction, lock_key_in_scope, Announced};
+use super::patch::KeyPatch;
 use super::record::{key_columns, key_event, key_record, KeyRecord};
 use crate::audit::{Action, AuditContext};
-use crate::domain::{DisplayName, KeyId, KeyRateLimit, KeyType, OrgId, ProjectId, Scopes};
+use crate::domain::{KeyId, KeyType, OrgId, ProjectId};
 use crate::error::FieldError;
 use crate::notice::AckAddress;
 use crate::store::audit::record_event;
 use crate::store::cached::CachedStatements;
 use crate::store::handle::Store;
 use crate::store::pool::StoreError;
-
-/// What a PATCH asks for; None: leave as it is. Expiry and rate limit may be cleared
-/// (`Some(None)`).
-#[derive(Debug, Clone, Default)]
-pub struct KeyPatch {
-    pub name: Option<DisplayName>,
-    pub scopes: Option<Scopes>,
-    pub expires_at: Option<Option<DateTime<Utc>>>,
-    pub enabled: Option<bool>,
-    pub rate_limit: Option<Option<KeyRateLimit>>,
-}
 
 /// One update: which key, within which scope (a project key's own project; None for a
 /// master key), what to change, and who asks (held to its ceiling when a project key).
@@ -165,16 +155,6 @@ fn changed(current: &KeyRecord, patch: &KeyPatch) -> KeyPatch {
         rate_limit: patch
             .rate_limit
             .filter(|limit| *limit != current.rate_limit),
-    }
-}
-
-impl KeyPatch {
-    fn is_empty(&self) -> bool {
-        self.name.is_none()
-            && self.scopes.is_none()
-            && self.expires_at.is_none()
-            && self.enabled.is_none()
-            && self.rate_limit.is_none()
     }
 }
 
