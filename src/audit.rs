@@ -42,7 +42,22 @@ actions! {
     KeyRevoked => "key.revoked",
     KeyRolled => "key.rolled",
     KeyUpdated => "key.updated",
+    KeyExpiring => "key.expiring",
+    WebhookEndpointCreated => "webhook_endpoint.created",
+    WebhookEndpointDeleted => "webhook_endpoint.deleted",
 }
+
+/// The event types a webhook endpoint may subscribe to (`["*"]` means all of them). Each is an
+/// audit action, but for `key.leaked`, which the secret-scanning work introduces: an endpoint
+/// may subscribe to it ahead of time. Endpoint changes are audited, never sent.
+pub const WEBHOOK_EVENT_TYPES: &[&str] = &[
+    "key.created",
+    "key.revoked",
+    "key.rolled",
+    "key.updated",
+    "key.expiring",
+    "key.leaked",
+];
 
 impl Action {
     pub fn from_name(name: &str) -> Option<Action> {
@@ -50,6 +65,11 @@ impl Action {
             .iter()
             .copied()
             .find(|action| action.as_str() == name)
+    }
+
+    /// Whether webhook endpoints hear of this action (when they subscribe to it).
+    pub fn is_webhook_event(self) -> bool {
+        WEBHOOK_EVENT_TYPES.contains(&self.as_str())
     }
 }
 
@@ -64,6 +84,8 @@ pub enum Actor {
     Admin,
     /// The `logstitch-gateway` command line.
     Cli,
+    /// The service itself, on nobody's request (expiry warnings).
+    System,
 }
 
 impl Actor {
@@ -72,13 +94,14 @@ impl Actor {
             Actor::Key { key_type, .. } => key_type.as_str(),
             Actor::Admin => "admin",
             Actor::Cli => "cli",
+            Actor::System => "system",
         }
     }
 
     pub fn key_id(self) -> Option<KeyId> {
         match self {
             Actor::Key { key_id, .. } => Some(key_id),
-            Actor::Admin | Actor::Cli => None,
+            Actor::Admin | Actor::Cli | Actor::System => None,
         }
     }
 }
@@ -89,6 +112,7 @@ pub enum TargetType {
     Organization,
     Project,
     Key,
+    WebhookEndpoint,
 }
 
 impl TargetType {
@@ -97,6 +121,7 @@ impl TargetType {
             TargetType::Organization => "organization",
             TargetType::Project => "project",
             TargetType::Key => "key",
+            TargetType::WebhookEndpoint => "webhook_endpoint",
         }
     }
 }
@@ -114,8 +139,17 @@ pub struct AuditContext {
 impl AuditContext {
     /// The command line: no address, no user agent, no request.
     pub fn cli() -> AuditContext {
+        AuditContext::unrequested(Actor::Cli)
+    }
+
+    /// The service itself (expiry warnings): no address, no user agent, no request.
+    pub fn system() -> AuditContext {
+        AuditContext::unrequested(Actor::System)
+    }
+
+    fn unrequested(actor: Actor) -> AuditContext {
         AuditContext {
-            actor: Actor::Cli,
+            actor,
             ip: None,
             user_agent: None,
             request_id: None,

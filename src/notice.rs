@@ -13,6 +13,9 @@
 //! - `logstitch_revocation_ack`, that shared channel, kept for rolling upgrades from versions
 //!   before addressed acks: a notice without a revoker's id is acknowledged there, and every
 //!   instance still listens on it (which costs nothing while no old instance sends).
+//! - `logstitch_webhooks`, empty payload, sent by a transaction that queued webhook deliveries
+//!   (so on its commit): it wakes every instance's webhook dispatcher, which then claims what
+//!   is due. Only a wake-up: a lost one is made up by the dispatcher's poll.
 
 use uuid::Uuid;
 
@@ -20,6 +23,8 @@ use crate::domain::KeyHash;
 
 /// Revocation notices; see the module docs for the payload.
 pub const REVOCATION_CHANNEL: &str = "logstitch_key_revoked";
+/// Wakes the webhook dispatchers; see the module docs.
+pub const WEBHOOK_CHANNEL: &str = "logstitch_webhooks";
 /// Acknowledgements of notices that name no revoker (sent by versions before addressed acks).
 pub const SHARED_ACK_CHANNEL: &str = "logstitch_revocation_ack";
 /// An instance's own ack channel is this prefix and its instance id.

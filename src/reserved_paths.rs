@@ -15,6 +15,7 @@ pub const BUILT_IN_PATHS: &[&str] = &[
     "/api/v1/projects",
     "/api/v1/auth/verify",
     "/api/v1/audit-events",
+    "/api/v1/webhook-endpoints",
 ];
 
 /// Whether a gateway `prefix` would overlap `path`: equal, or one under the other at a

@@ -21,6 +21,7 @@ use crate::request_id::assign_request_id;
 use crate::routes;
 use crate::state::AppState;
 use crate::store::{run_migrations, Store};
+use crate::webhooks::{warn_of_expiring_keys, Dispatcher};
 
 pub struct Application {
     port: u16,
@@ -31,9 +32,9 @@ pub struct Application {
     background: Background,
 }
 
-/// What runs beside the servers: the organization actors' arbiter, the invalidation listener
-/// and the lastUsedAt flusher. Stopped when dropped, so a start-up step that fails after it
-/// was created leaves nothing running.
+/// What runs beside the servers: the organization actors' arbiter, the invalidation listener,
+/// the lastUsedAt flusher, the webhook dispatcher and the expiry warnings. Stopped when
+/// dropped, so a start-up step that fails after it was created leaves nothing running.
 struct Background {
     arbiter: Arbiter,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -47,7 +48,8 @@ impl Background {
         }
     }
 
-    /// Starts the listener and the flusher; called last, when nothing can fail any more.
+    /// Starts the listener, the flusher and the webhook tasks; called last, when nothing can
+    /// fail any more.
     fn start(&mut self, state: &AppState, acks: Arc<RevocationAcks>) {
         self.tasks.push(tokio::spawn(
             InvalidationListener {
@@ -72,6 +74,18 @@ impl Background {
         if let Some(shared) = state.key_rate_limits.shared() {
             self.tasks.push(tokio::spawn(shared.probe()));
         }
+        self.tasks.push(tokio::spawn(
+            Dispatcher {
+                store: state.store.clone(),
+                settings: state.settings.clone(),
+                metrics: state.metrics.clone(),
+            }
+            .run(),
+        ));
+        self.tasks.push(tokio::spawn(warn_of_expiring_keys(
+            state.store.clone(),
+            state.settings.clone(),
+        )));
     }
 }
 

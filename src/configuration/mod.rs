@@ -16,6 +16,7 @@ mod rate_limit;
 mod serde_helpers;
 mod server;
 mod settings;
+mod webhooks;
 
 pub use auth::{
     AdminSettings, AuthSettings, LastUsedSettings, ListenerSettings, INVALIDATION_MEMORY,
@@ -28,3 +29,4 @@ pub use log::{LogFormat, LogSettings};
 pub use rate_limit::{OnRedisError, RateLimitOverride, RateLimitSettings, RateLimitStore};
 pub use server::ServerSettings;
 pub use settings::Settings;
+pub use webhooks::WebhookSettings;

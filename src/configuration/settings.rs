@@ -17,6 +17,7 @@ use super::keys::{ActorSettings, KeySettings};
 use super::log::LogSettings;
 use super::rate_limit::RateLimitSettings;
 use super::server::ServerSettings;
+use super::webhooks::WebhookSettings;
 
 const DEFAULTS: &str = include_str!("../../config/default.toml");
 
@@ -33,6 +34,7 @@ pub struct Settings {
     pub listener: ListenerSettings,
     pub rate_limit: RateLimitSettings,
     pub gateway: GatewaySettings,
+    pub webhooks: WebhookSettings,
     pub log: LogSettings,
 }
 
@@ -113,6 +115,8 @@ impl Settings {
             ("listener.heartbeat_ms", self.listener.heartbeat),
             ("listener.reconnect_min_ms", self.listener.reconnect_min),
             ("rate_limit.redis_timeout_ms", self.rate_limit.redis_timeout),
+            ("webhooks.poll_interval_ms", self.webhooks.poll_interval),
+            ("webhooks.timeout_ms", self.webhooks.timeout),
         ];
         let routes = self.gateway.routes.iter();
         let route_timeouts = routes.map(|route| ("gateway.routes.timeout_ms", route.timeout));
@@ -129,6 +133,7 @@ impl Settings {
         }
         // What concerns one section alone.
         self.rate_limit.validate()?;
+        self.webhooks.validate()?;
         self.gateway.validate()
     }
 

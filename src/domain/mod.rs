@@ -7,6 +7,7 @@ mod identity;
 mod ids;
 mod key_limit;
 mod scope;
+pub mod timestamp;
 
 pub use api_key::{ApiKey, KeyHash, KeyPrefix, KeyType, MalformedKey};
 pub use display_name::{DisplayName, NAME_MAX_CHARS};

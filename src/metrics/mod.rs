@@ -6,7 +6,7 @@
 //! labels) and their label values: `http` (and `route`, which counts each request), `auth`
 //! (the hot path, its cache, lastUsedAt), `keys` (the key lifecycle the org actors run),
 //! `revocation` (the listener and the acks), `rate_limit` (429s, Redis), `upstream`
-//! (forwarding) and `live` (the gauges read when Prometheus scrapes). `registry` composes
+//! (forwarding), `webhooks` (attempts and the outbox queue) and `live` (the gauges read when Prometheus scrapes). `registry` composes
 //! them into [`Metrics`]; `family` holds what building a family takes. The files below import
 //! each other, never this one.
 
@@ -20,6 +20,7 @@ mod registry;
 mod revocation;
 mod route;
 mod upstream;
+mod webhooks;
 
 pub use auth::{AuthResult, InvalidationLabel};
 pub use http::UNMATCHED_ROUTE;
@@ -28,3 +29,4 @@ pub use rate_limit::{RateLimitFallback, RateLimitedBy, RedisRoundTrip};
 pub use registry::Metrics;
 pub use route::{counted_resource, observe_unrouted, RouteMetrics};
 pub use upstream::UpstreamErrorKind;
+pub use webhooks::WebhookOutcome;

@@ -17,6 +17,7 @@ use super::live::{LiveCount, LiveState};
 use super::rate_limit::{self, RateLimitFallback, RateLimitedBy, RedisRoundTrip};
 use super::revocation;
 use super::upstream::{self, UpstreamErrorKind, UpstreamErrors};
+use super::webhooks::{self, WebhookOutcome};
 
 pub struct Metrics {
     registry: Registry,
@@ -54,6 +55,11 @@ pub struct Metrics {
     rate_limit_redis_round_trips: LabelledCounter<RedisRoundTrip>,
     // upstream.rs
     gateway_upstream_errors: UpstreamErrors,
+    // webhooks.rs
+    webhook_deliveries: LabelledCounter<WebhookOutcome>,
+    pub webhook_attempt_duration: Histogram,
+    pub webhook_queue_depth: IntGauge,
+    pub webhook_oldest_pending_age: IntGauge,
 }
 
 /// `logstitch_build_info{version}`, always 1.
@@ -106,6 +112,10 @@ impl Metrics {
             rate_limit_fallback_decisions: rate_limit::fallback_decisions(&families),
             rate_limit_redis_round_trips: rate_limit::redis_round_trips(&families),
             gateway_upstream_errors: upstream::errors(&families),
+            webhook_deliveries: webhooks::deliveries(&families),
+            webhook_attempt_duration: webhooks::attempt_duration(&families),
+            webhook_queue_depth: webhooks::queue_depth(&families),
+            webhook_oldest_pending_age: webhooks::oldest_pending_age(&families),
             registry,
         }
     }
@@ -137,6 +147,10 @@ impl Metrics {
 
     pub fn upstream_error(&self, route: &str, kind: UpstreamErrorKind) {
         self.gateway_upstream_errors.inc(route, kind);
+    }
+
+    pub fn webhook_attempt(&self, outcome: WebhookOutcome) {
+        self.webhook_deliveries.inc(outcome);
     }
 
     /// Adds the gauges read at scrape time from live state: the pool's, the auth cache's
@@ -187,6 +201,7 @@ mod tests {
             at_zero::<RateLimitedBy>("logstitch_rate_limited_total", "kind"),
             at_zero::<RateLimitFallback>("logstitch_rate_limit_fallback_decisions_total", "mode"),
             at_zero::<RedisRoundTrip>("logstitch_rate_limit_redis_round_trips_total", "kind"),
+            at_zero::<WebhookOutcome>("logstitch_webhook_deliveries_total", "outcome"),
         ]
         .concat();
         expected.extend(UpstreamErrorKind::ALL.iter().map(|kind| {

@@ -7,10 +7,11 @@ mod health;
 mod keys;
 mod metrics;
 mod openapi;
+mod pages;
 mod projects;
 mod responses;
-mod timestamp;
 mod verify;
+mod webhooks;
 
 use actix_web::middleware::from_fn;
 use actix_web::web;
@@ -60,6 +61,7 @@ pub fn configure(
             .configure(verify::configure)
             .configure(keys::configure)
             .configure(projects::configure)
-            .configure(audit::configure),
+            .configure(audit::configure)
+            .configure(webhooks::configure),
     );
 }

@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::body::JsonBody;
-use super::timestamp;
 use crate::access::{Authenticated, MasterOnly};
 use crate::audit::AuditContext;
+use crate::domain::timestamp;
 use crate::domain::ProjectId;
 use crate::error::ApiError;
 use crate::metrics::counted_resource;

@@ -7,8 +7,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::timestamp;
 use crate::access::{insufficient_scope, AnyKey, Authenticated};
+use crate::domain::timestamp;
 use crate::domain::{KeyId, OrgId, ProjectId, ScopeName, Scopes};
 use crate::error::{ApiError, FieldError};
 use crate::metrics::counted_resource;

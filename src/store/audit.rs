@@ -1,6 +1,7 @@
 //! Audit events: written inside the transaction of the change they record (so there is no
 //! change without its event, nor an event without its change), read back newest first with
-//! keyset pagination.
+//! keyset pagination. Writing an event also queues its webhook deliveries, in the same
+//! statement: the transactional outbox (a change that rolls back is never delivered).
 
 use super::cached::CachedStatements;
 use chrono::{DateTime, Utc};
@@ -10,6 +11,7 @@ use super::handle::Store;
 use super::pool::StoreError;
 use crate::audit::{Action, AuditContext, TargetType};
 use crate::domain::{OrgId, ProjectId};
+use crate::notice::WEBHOOK_CHANNEL;
 
 /// One change, as the caller describes it; the store adds the id and the time.
 pub struct Change {
@@ -39,11 +41,12 @@ pub struct AuditEventRecord {
     pub changes: Option<serde_json::Value>,
 }
 
-/// A position in the newest-first order: the last event a page showed. The next page starts
-/// strictly after it, so events written meanwhile (all newer) never shift what follows.
+/// A position in a newest-first order of (time, id) — audit events by occurredAt, webhook
+/// deliveries by creation: the last item a page showed. The next page starts strictly after
+/// it, so items written meanwhile (all newer) never shift what follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventPosition {
-    pub occurred_at: DateTime<Utc>,
+pub struct PagePosition {
+    pub at: DateTime<Utc>,
     pub id: Uuid,
 }
 
@@ -52,29 +55,47 @@ pub struct EventQuery {
     pub organization_id: OrgId,
     pub action: Option<Action>,
     pub target_id: Option<Uuid>,
-    pub after: Option<EventPosition>,
+    pub after: Option<PagePosition>,
     pub limit: u16,
 }
 
 pub struct EventPage {
     pub events: Vec<AuditEventRecord>,
     /// Where the next page starts; None on the last page.
-    pub next: Option<EventPosition>,
+    pub next: Option<PagePosition>,
 }
 
 /// Writes `change`'s event within `tx`. The actor key's prefix is read from its row, in the
 /// same transaction: the plaintext and the hash never come near this table.
+///
+/// The same statement queues one webhook delivery per endpoint of the organization that
+/// subscribes to the action, and wakes the dispatchers (a NOTIFY, sent on commit) when it
+/// queued any. Every writer of an organization's events holds its advisory lock, so the
+/// deliveries' `commit_order` follows the order in which the changes commit.
 pub(super) async fn record_event(
     tx: &deadpool_postgres::Transaction<'_>,
     change: &Change,
     context: &AuditContext,
 ) -> Result<(), StoreError> {
     tx.execute_cached(
-        "INSERT INTO audit_events (id, organization_id, action, actor_type, actor_key_id,
-                                   actor_prefix, target_type, target_id, project_id, ip,
-                                   user_agent, request_id, changes)
-         VALUES ($1, $2, $3, $4, $5, (SELECT prefix FROM api_keys WHERE id = $5),
-                 $6, $7, $8, $9, $10, $11, $12)",
+        "WITH event AS (
+             INSERT INTO audit_events (id, organization_id, action, actor_type, actor_key_id,
+                                       actor_prefix, target_type, target_id, project_id, ip,
+                                       user_agent, request_id, changes)
+             VALUES ($1, $2, $3, $4, $5, (SELECT prefix FROM api_keys WHERE id = $5),
+                     $6, $7, $8, $9, $10, $11, $12)
+             RETURNING id, organization_id, action
+         ), queued AS (
+             INSERT INTO webhook_deliveries (id, endpoint_id, organization_id, event_type, event_id)
+             SELECT logstitch_uuid_v7(), endpoint.id, endpoint.organization_id, event.action,
+                    event.id
+             FROM event
+             JOIN webhook_endpoints endpoint ON endpoint.organization_id = event.organization_id
+             WHERE $13::boolean
+               AND (event.action = ANY (endpoint.events) OR '*' = ANY (endpoint.events))
+             RETURNING 1
+         )
+         SELECT pg_notify($14, '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued",
         &[
             &Uuid::now_v7(),
             &change.organization_id.as_uuid(),
@@ -88,6 +109,8 @@ pub(super) async fn record_event(
             &context.user_agent,
             &context.request_id.map(|id| id.as_str().to_owned()),
             &change.changes,
+            &change.action.is_webhook_event(),
+            &WEBHOOK_CHANNEL,
         ],
     )
     .await?;
@@ -115,17 +138,18 @@ impl Store {
                         &query.organization_id.as_uuid(),
                         &query.action.map(Action::as_str),
                         &query.target_id,
-                        &query.after.map(|at| at.occurred_at),
-                        &query.after.map(|at| at.id),
+                        &query.after.map(|after| after.at),
+                        &query.after.map(|after| after.id),
                         &fetch,
                     ],
                 )
                 .await?;
-            let mut events: Vec<AuditEventRecord> = rows.iter().map(event_record).collect();
+            let mut events: Vec<AuditEventRecord> =
+                rows.iter().map(|row| event_record(row, 0)).collect();
             let more = events.len() > usize::from(query.limit);
             events.truncate(usize::from(query.limit));
-            let next = events.last().filter(|_| more).map(|last| EventPosition {
-                occurred_at: last.occurred_at,
+            let next = events.last().filter(|_| more).map(|last| PagePosition {
+                at: last.occurred_at,
                 id: last.id,
             });
             Ok(EventPage { events, next })
@@ -134,20 +158,23 @@ impl Store {
     }
 }
 
-fn event_record(row: &tokio_postgres::Row) -> AuditEventRecord {
+/// An event from 13 adjacent columns starting at `first`, in the order the list selects them
+/// (`id, action, occurred_at, actor_type, actor_key_id, actor_prefix, target_type, target_id,
+/// project_id, ip, user_agent, request_id, changes`).
+pub(super) fn event_record(row: &tokio_postgres::Row, first: usize) -> AuditEventRecord {
     AuditEventRecord {
-        id: row.get(0),
-        action: row.get(1),
-        occurred_at: row.get(2),
-        actor_type: row.get(3),
-        actor_key_id: row.get(4),
-        actor_prefix: row.get(5),
-        target_type: row.get(6),
-        target_id: row.get(7),
-        project_id: row.get(8),
-        ip: row.get(9),
-        user_agent: row.get(10),
-        request_id: row.get(11),
-        changes: row.get(12),
+        id: row.get(first),
+        action: row.get(first + 1),
+        occurred_at: row.get(first + 2),
+        actor_type: row.get(first + 3),
+        actor_key_id: row.get(first + 4),
+        actor_prefix: row.get(first + 5),
+        target_type: row.get(first + 6),
+        target_id: row.get(first + 7),
+        project_id: row.get(first + 8),
+        ip: row.get(first + 9),
+        user_agent: row.get(first + 10),
+        request_id: row.get(first + 11),
+        changes: row.get(first + 12),
     }
 }

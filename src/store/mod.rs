@@ -8,13 +8,16 @@
 
 mod audit;
 mod cached;
+mod event_view;
 mod handle;
 mod keys;
 mod migrations;
 mod orgs;
 mod pool;
+mod webhooks;
 
-pub use audit::{AuditEventRecord, EventPage, EventPosition, EventQuery};
+pub use audit::{AuditEventRecord, EventPage, EventQuery, PagePosition};
+pub use event_view::EventView;
 pub use handle::Store;
 pub use keys::{
     Announced, Caller, CallerRefusal, Ceiling, CreateKeyError, KeyPatch, KeyRecord, NewKey,
@@ -24,3 +27,7 @@ pub use keys::{
 pub use migrations::{migrations_applied, run_migrations};
 pub use orgs::{NewOrganization, OrganizationRecord, ProjectRecord};
 pub use pool::{connect_pool, StoreError};
+pub use webhooks::{
+    AfterAttempt, AttemptRecord, ClaimedDelivery, CreateEndpointError, DeliveryPage,
+    DeliveryRecord, EndpointRecord, NewEndpoint, QueueStats, Retried, TEST_EVENT_TYPE,
+};

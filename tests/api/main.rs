@@ -28,3 +28,5 @@ mod revocation_races;
 mod routes;
 mod security;
 mod smoke;
+mod webhook_receiver;
+mod webhooks;

@@ -2621,14 +2621,21 @@ async fn a_project_key_may_not_roll_a_key_broader_than_itself() {
         .map(|detail| detail["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["scopes", "expires_at"], "{refused:?}");
-    assert_eq!(app.key_items(&org.master_key).await.len(), keys_before, "nothing made");
+    assert_eq!(
+        app.key_items(&org.master_key).await.len(),
+        keys_before,
+        "nothing made"
+    );
     let (narrow_id, _) = new_key(
         &app,
         &org,
         json!({"scopes": ["keys.read"], "expires_at": rfc3339(from_now(600))}),
     )
     .await;
-    assert_eq!(roll(&app, &writer, &narrow_id).await.status, StatusCode::CREATED);
+    assert_eq!(
+        roll(&app, &writer, &narrow_id).await.status,
+        StatusCode::CREATED
+    );
 }
 
 /// Sends a request whose body arrives in two parts, running `meanwhile` after the head (the
@@ -2683,13 +2690,18 @@ async fn a_caller_revoked_or_narrowed_mid_request_cannot_finish_its_change() {
         );
     })
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("key_revoked")));
-    assert_eq!(app.key_item(&org.master_key, &victim_id).await["revokedAt"], Value::Null);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("key_revoked"))
+    );
+    assert_eq!(
+        app.key_item(&org.master_key, &victim_id).await["revokedAt"],
+        Value::Null
+    );
 
     let (self_id, own) = new_key(&app, &org, json!({})).await;
-    let head = format!(
-        "PATCH /api/v1/keys/{self_id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {own}"
-    );
+    let head =
+        format!("PATCH /api/v1/keys/{self_id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {own}");
     let (status, body) = with_slow_body(&app, &head, r#"{"scopes": ["*"]}"#, async {
         patched(
             &app,
@@ -2701,7 +2713,11 @@ async fn a_caller_revoked_or_narrowed_mid_request_cannot_finish_its_change() {
         .await;
     })
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
     assert_eq!(
         app.key_item(&org.master_key, &self_id).await["scopes"],
         json!(["events.write", "keys.write"]),
@@ -2739,7 +2755,11 @@ async fn verify_refuses_unknown_parameters_and_expiries_refuse_leap_seconds() {
     let app = scoped_gateway(&upstream, |_| {}).await;
     let org = app.create_org("Strict").await;
     let (_, writer) = new_key(&app, &org, json!({"scopes": ["events.write"]})).await;
-    for query in ["Scope=events.read", "scopes=events.read", "scope%5B%5D=events.read"] {
+    for query in [
+        "Scope=events.read",
+        "scopes=events.read",
+        "scope%5B%5D=events.read",
+    ] {
         let reply = verify_scope(&app, &writer, query).await;
         assert_error(&reply, StatusCode::BAD_REQUEST, "validation_error");
     }

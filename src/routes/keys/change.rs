@@ -11,11 +11,11 @@ use super::view::{
     not_changeable, KeyChange,
 };
 use crate::actors::{Claim, RevokeKey, RollKey};
+use crate::domain::timestamp;
 use crate::domain::KeyId;
 use crate::error::{ApiError, ErrorCode};
 use crate::request_id::RequestId;
 use crate::routes::body::{Fields, OptionalJsonBody};
-use crate::routes::timestamp;
 use crate::state::AppState;
 use crate::store::{NotRollable, RevokeError, RollError};
 

@@ -6,6 +6,7 @@
 
 mod ceiling;
 mod create;
+mod expiry;
 mod last_used;
 mod locked;
 mod lookup;
