@@ -28,5 +28,4 @@ mod revocation_races;
 mod routes;
 mod security;
 mod smoke;
-mod webhook_receiver;
 mod webhooks;

@@ -26,12 +26,22 @@ pub enum Answer {
 }
 
 /// One request as received.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Received {
     pub path: String,
     pub headers: http::HeaderMap,
     pub body: Vec<u8>,
     pub at: std::time::Instant,
+}
+
+impl std::fmt::Debug for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Received")
+            .field("path", &self.path)
+            .field("headers", &self.headers)
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .finish()
+    }
 }
 
 impl Received {
