@@ -2,14 +2,13 @@
 //! a test) and their deliveries (list, retry a failed one). Master key only: a project key is
 //! refused 403 on every one of these routes.
 
+mod caller;
 mod deliveries;
 mod endpoints;
 mod events;
 
-use actix_web::{web, HttpRequest};
-use uuid::Uuid;
+use actix_web::web;
 
-use crate::error::{ApiError, FieldError};
 use crate::metrics::counted_resource;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -34,23 +33,4 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         counted_resource("/webhook-endpoints/{id}/deliveries/{delivery_id}/retry")
             .route(web::post().to(deliveries::retry_delivery)),
     );
-}
-
-/// A uuid in the path (hyphenated), or 400 naming the parameter.
-fn path_id(req: &HttpRequest, name: &'static str) -> Result<Uuid, ApiError> {
-    let raw = req.match_info().get(name).unwrap_or_default();
-    Some(raw)
-        .filter(|raw| raw.len() == 36)
-        .and_then(|raw| Uuid::try_parse(raw).ok())
-        .ok_or_else(|| {
-            ApiError::validation(
-                "Invalid id in the path",
-                vec![FieldError::new(name, "must be a UUID")],
-            )
-        })
-}
-
-/// The endpoint is not the caller's organization's (or does not exist): nobody learns which.
-fn endpoint_not_found() -> ApiError {
-    ApiError::not_found("Webhook endpoint not found")
 }

@@ -144,8 +144,7 @@ impl Store {
                     ],
                 )
                 .await?;
-            let mut events: Vec<AuditEventRecord> =
-                rows.iter().map(|row| event_record(row, 0)).collect();
+            let mut events: Vec<AuditEventRecord> = rows.iter().map(event_record).collect();
             let more = events.len() > usize::from(query.limit);
             events.truncate(usize::from(query.limit));
             let next = events.last().filter(|_| more).map(|last| PagePosition {
@@ -158,23 +157,23 @@ impl Store {
     }
 }
 
-/// An event from 13 adjacent columns starting at `first`, in the order the list selects them
-/// (`id, action, occurred_at, actor_type, actor_key_id, actor_prefix, target_type, target_id,
-/// project_id, ip, user_agent, request_id, changes`).
-pub(super) fn event_record(row: &tokio_postgres::Row, first: usize) -> AuditEventRecord {
+/// An event from the first 13 columns, in the order the list selects them (`id, action,
+/// occurred_at, actor_type, actor_key_id, actor_prefix, target_type, target_id, project_id,
+/// ip, user_agent, request_id, changes`).
+pub(super) fn event_record(row: &tokio_postgres::Row) -> AuditEventRecord {
     AuditEventRecord {
-        id: row.get(first),
-        action: row.get(first + 1),
-        occurred_at: row.get(first + 2),
-        actor_type: row.get(first + 3),
-        actor_key_id: row.get(first + 4),
-        actor_prefix: row.get(first + 5),
-        target_type: row.get(first + 6),
-        target_id: row.get(first + 7),
-        project_id: row.get(first + 8),
-        ip: row.get(first + 9),
-        user_agent: row.get(first + 10),
-        request_id: row.get(first + 11),
-        changes: row.get(first + 12),
+        id: row.get(0),
+        action: row.get(1),
+        occurred_at: row.get(2),
+        actor_type: row.get(3),
+        actor_key_id: row.get(4),
+        actor_prefix: row.get(5),
+        target_type: row.get(6),
+        target_id: row.get(7),
+        project_id: row.get(8),
+        ip: row.get(9),
+        user_agent: row.get(10),
+        request_id: row.get(11),
+        changes: row.get(12),
     }
 }

@@ -1,18 +1,16 @@
 //! `GET /api/v1/webhook-endpoints/{id}/deliveries` (newest first, keyset pages like the audit
 //! trail) and `POST …/deliveries/{delivery_id}/retry` (a failed delivery queued again).
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{endpoint_not_found, path_id};
-use crate::access::{Authenticated, MasterOnly};
+use super::caller::{endpoint_not_found, path_id, EndpointTarget};
 use crate::domain::timestamp;
 use crate::error::{ApiError, ErrorCode};
 use crate::request_id::RequestId;
 use crate::routes::pages::{encode_cursor, parse_page_query};
-use crate::state::AppState;
 use crate::store::{DeliveryRecord, Retried};
 
 #[derive(Serialize)]
@@ -54,28 +52,22 @@ struct DeliveryList<'a> {
     request_id: RequestId,
 }
 
+/// `GET …/{id}/deliveries`: `limit` 1–100 (default 50) and `cursor`, as the audit trail.
 pub(super) async fn list_deliveries(
-    caller: Authenticated<MasterOnly>,
+    target: EndpointTarget,
     req: HttpRequest,
-    state: web::Data<AppState>,
-    request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let endpoint = path_id(&req, "id")?;
     let page = parse_page_query(req.query_string(), "limit, cursor", |_, _| None)?;
-    let listed = state
+    let org = target.caller.organization_id;
+    let listed = (target.caller.state)
         .store
-        .list_webhook_deliveries(
-            caller.identity.organization_id,
-            endpoint,
-            page.after,
-            page.limit,
-        )
+        .list_webhook_deliveries(org, target.endpoint, page.after, page.limit)
         .await?
         .ok_or_else(endpoint_not_found)?;
     Ok(HttpResponse::Ok().json(DeliveryList {
         deliveries: listed.deliveries.iter().map(DeliveryView::from).collect(),
         next_cursor: listed.next.map(encode_cursor),
-        request_id,
+        request_id: RequestId::current(),
     }))
 }
 
@@ -86,23 +78,23 @@ struct Requeued {
     request_id: RequestId,
 }
 
+/// `POST …/{id}/deliveries/{delivery_id}/retry`: a failed delivery is due again (202);
+/// any other is 409.
 pub(super) async fn retry_delivery(
-    caller: Authenticated<MasterOnly>,
+    target: EndpointTarget,
     req: HttpRequest,
-    state: web::Data<AppState>,
-    request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let endpoint = path_id(&req, "id")?;
     let delivery = path_id(&req, "delivery_id")?;
-    let retried = state
+    let org = target.caller.organization_id;
+    let retried = (target.caller.state)
         .store
-        .retry_webhook_delivery(caller.identity.organization_id, endpoint, delivery)
+        .retry_webhook_delivery(org, target.endpoint, delivery)
         .await?;
     match retried {
         Retried::Requeued => Ok(HttpResponse::Accepted().json(Requeued {
             id: delivery,
             status: "pending",
-            request_id,
+            request_id: RequestId::current(),
         })),
         Retried::NotFailed => Err(ApiError::new(
             ErrorCode::Conflict,

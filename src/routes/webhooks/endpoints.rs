@@ -2,21 +2,18 @@
 
 use std::time::Duration;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::HttpResponse;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::caller::{endpoint_not_found, EndpointCaller, EndpointTarget};
 use super::events::CreateEndpointRequest;
-use super::{endpoint_not_found, path_id};
-use crate::access::{Authenticated, MasterOnly};
-use crate::audit::AuditContext;
 use crate::domain::timestamp;
 use crate::error::{ApiError, ErrorCode, FieldError};
 use crate::request_id::RequestId;
 use crate::routes::body::JsonBody;
 use crate::routes::responses::listed;
-use crate::state::AppState;
 use crate::store::{CreateEndpointError, EndpointRecord, NewEndpoint};
 use crate::webhooks::{new_secret, resolve, TargetRefused, TargetUrl};
 
@@ -55,25 +52,18 @@ struct CreatedEndpoint<'a> {
     request_id: RequestId,
 }
 
+/// `POST /webhook-endpoints`: 201 with the secret, shown here only.
 pub(super) async fn create_endpoint(
-    caller: Authenticated<MasterOnly>,
+    caller: EndpointCaller,
     body: JsonBody,
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
+    let state = &caller.state;
     let settings = &state.settings.webhooks;
     let request = CreateEndpointRequest::parse(body.0, settings.allow_http)?;
     refuse_forbidden_target(&request.url, settings.allow_private_targets).await?;
     let (shown, secret) = new_secret();
-    let context = AuditContext::of_key(
-        &caller.identity,
-        &req,
-        &state.settings.server.trusted_proxies,
-        request_id,
-    );
     let new = NewEndpoint {
-        organization_id: caller.identity.organization_id,
+        organization_id: caller.organization_id,
         url: request.url.as_str(),
         events: &request.events,
         secret: secret.as_bytes(),
@@ -81,7 +71,7 @@ pub(super) async fn create_endpoint(
     let limit = settings.max_endpoints_per_org.get();
     let record = state
         .store
-        .create_webhook_endpoint(new, limit, &context)
+        .create_webhook_endpoint(new, limit, &caller.context)
         .await
         .map_err(|error| match error {
             CreateEndpointError::LimitReached(limit) => ApiError::new(
@@ -95,7 +85,7 @@ pub(super) async fn create_endpoint(
     Ok(HttpResponse::Created().json(CreatedEndpoint {
         endpoint: EndpointView::from(&record),
         secret: &shown,
-        request_id,
+        request_id: RequestId::current(),
     }))
 }
 
@@ -112,17 +102,12 @@ async fn refuse_forbidden_target(url: &TargetUrl, allow_private: bool) -> Result
     }
 }
 
-pub(super) async fn list_endpoints(
-    caller: Authenticated<MasterOnly>,
-    state: web::Data<AppState>,
-    request_id: RequestId,
-) -> Result<HttpResponse, ApiError> {
-    let records = state
-        .store
-        .list_webhook_endpoints(caller.identity.organization_id)
-        .await?;
-    let endpoints = records.iter().map(EndpointView::from).collect();
-    Ok(listed("endpoints", endpoints, request_id))
+/// `GET /webhook-endpoints`: the organization's endpoints, newest first, never a secret.
+pub(super) async fn list_endpoints(caller: EndpointCaller) -> Result<HttpResponse, ApiError> {
+    let store = &caller.state.store;
+    let records = store.list_webhook_endpoints(caller.organization_id).await?;
+    let views = records.iter().map(EndpointView::from).collect();
+    Ok(listed("endpoints", views, RequestId::current()))
 }
 
 #[derive(Serialize)]
@@ -131,29 +116,20 @@ struct Deleted {
     request_id: RequestId,
 }
 
-pub(super) async fn delete_endpoint(
-    caller: Authenticated<MasterOnly>,
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    request_id: RequestId,
-) -> Result<HttpResponse, ApiError> {
-    let endpoint = path_id(&req, "id")?;
-    let context = AuditContext::of_key(
-        &caller.identity,
-        &req,
-        &state.settings.server.trusted_proxies,
-        request_id,
-    );
-    let deleted = state
+/// `DELETE /webhook-endpoints/{id}`: the endpoint and its undelivered deliveries go.
+pub(super) async fn delete_endpoint(target: EndpointTarget) -> Result<HttpResponse, ApiError> {
+    let caller = &target.caller;
+    let deleted = caller
+        .state
         .store
-        .delete_webhook_endpoint(caller.identity.organization_id, endpoint, &context)
+        .delete_webhook_endpoint(caller.organization_id, target.endpoint, &caller.context)
         .await?;
     if !deleted {
         return Err(endpoint_not_found());
     }
     Ok(HttpResponse::Ok().json(Deleted {
         deleted: true,
-        request_id,
+        request_id: RequestId::current(),
     }))
 }
 
@@ -162,19 +138,13 @@ struct Queued {
     request_id: RequestId,
 }
 
-pub(super) async fn test_endpoint(
-    caller: Authenticated<MasterOnly>,
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    request_id: RequestId,
-) -> Result<HttpResponse, ApiError> {
-    let endpoint = path_id(&req, "id")?;
-    let queued = state
-        .store
-        .queue_webhook_test(caller.identity.organization_id, endpoint)
-        .await?;
-    if !queued {
+/// `POST /webhook-endpoints/{id}/test`: 202 once a `webhook.test` delivery is queued.
+pub(super) async fn test_endpoint(target: EndpointTarget) -> Result<HttpResponse, ApiError> {
+    let (store, org) = (&target.caller.state.store, target.caller.organization_id);
+    if !store.queue_webhook_test(org, target.endpoint).await? {
         return Err(endpoint_not_found());
     }
-    Ok(HttpResponse::Accepted().json(Queued { request_id }))
+    Ok(HttpResponse::Accepted().json(Queued {
+        request_id: RequestId::current(),
+    }))
 }

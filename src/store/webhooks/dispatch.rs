@@ -104,12 +104,12 @@ impl Store {
             let rows = client
                 .query_cached(
                     "SELECT DISTINCT ON (delivery.endpoint_id)
-                            delivery.id, delivery.endpoint_id, endpoint.url, endpoint.secret,
-                            delivery.event_type, delivery.created_at, delivery.attempts,
                             event.id, event.action, event.occurred_at, event.actor_type,
                             event.actor_key_id, event.actor_prefix, event.target_type,
                             event.target_id, event.project_id, event.ip, event.user_agent,
-                            event.request_id, event.changes
+                            event.request_id, event.changes,
+                            delivery.id, delivery.endpoint_id, endpoint.url, endpoint.secret,
+                            delivery.event_type, delivery.created_at, delivery.attempts
                      FROM webhook_deliveries delivery
                      JOIN webhook_endpoints endpoint ON endpoint.id = delivery.endpoint_id
                      LEFT JOIN audit_events event ON event.id = delivery.event_id
@@ -126,17 +126,16 @@ impl Store {
             let claimed: Vec<ClaimedDelivery> = rows
                 .iter()
                 .map(|row| ClaimedDelivery {
-                    id: row.get(0),
-                    endpoint_id: row.get(1),
-                    url: row.get(2),
-                    secret: row.get(3),
-                    event_type: row.get(4),
-                    created_at: row.get(5),
-                    attempts: row.get(6),
-                    event: row
-                        .get::<_, Option<Uuid>>(7)
-                        .map(|_| event_record(row, 7)),
-                    lease: lease_of(row.get(1)),
+                    // The audit event's columns come first; all null for a test delivery.
+                    event: row.get::<_, Option<Uuid>>(0).map(|_| event_record(row)),
+                    id: row.get(13),
+                    endpoint_id: row.get(14),
+                    url: row.get(15),
+                    secret: row.get(16),
+                    event_type: row.get(17),
+                    created_at: row.get(18),
+                    attempts: row.get(19),
+                    lease: lease_of(row.get(14)),
                 })
                 .collect();
             let idle: Vec<usize> = (0..endpoints.len())

@@ -98,13 +98,9 @@ impl Store {
     ) -> Result<Vec<EndpointRecord>, StoreError> {
         self.within_deadline(async {
             let client = self.pool.get().await?;
-            let rows = client
-                .query_cached(
-                    "SELECT id, url, events, created_at FROM webhook_endpoints
-                     WHERE organization_id = $1 ORDER BY created_at DESC, id DESC",
-                    &[&org.as_uuid()],
-                )
-                .await?;
+            let newest_first = "SELECT id, url, events, created_at FROM webhook_endpoints
+                                WHERE organization_id = $1 ORDER BY created_at DESC, id DESC";
+            let rows = client.query_cached(newest_first, &[&org.as_uuid()]).await?;
             Ok(rows.iter().map(endpoint_record).collect())
         })
         .await
