@@ -30,6 +30,15 @@ const SERVED: &[(&str, &str)] = &[
     ("GET", "/api/v1/auth/verify"),
     ("POST", "/api/v1/projects"),
     ("GET", "/api/v1/projects"),
+    ("POST", "/api/v1/webhook-endpoints"),
+    ("GET", "/api/v1/webhook-endpoints"),
+    ("DELETE", "/api/v1/webhook-endpoints/{id}"),
+    ("POST", "/api/v1/webhook-endpoints/{id}/test"),
+    ("GET", "/api/v1/webhook-endpoints/{id}/deliveries"),
+    (
+        "POST",
+        "/api/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry",
+    ),
 ];
 
 /// The methods probed on every path: each one the description does not list must answer 405.
@@ -66,9 +75,18 @@ fn described_operations(doc: &Value) -> BTreeSet<(String, String)> {
     operations
 }
 
-/// A concrete path for a template: `{id}` becomes a random UUID.
+/// A concrete path for a template: each `{id}`, `{delivery_id}`, … becomes a random UUID.
 fn concrete(path: &str) -> String {
-    path.replace("{id}", &Uuid::new_v4().to_string())
+    path.split('/')
+        .map(|segment| {
+            if segment.starts_with('{') && segment.ends_with('}') {
+                Uuid::new_v4().to_string()
+            } else {
+                segment.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Every path the route modules register, read from their source: each `resource("/…")` call,
@@ -527,6 +545,122 @@ async fn real_responses_have_the_described_shapes() {
         "payload_too_large",
     );
     conforms(&doc, "POST", "/api/v1/projects", &too_large);
+}
+
+/// The webhook routes' real answers, successes and errors, have the described shapes.
+#[actix_web::test]
+async fn webhook_responses_have_the_described_shapes() {
+    let app = spawn_app().await;
+    let doc = description();
+    let org = app.create_org("Acme").await;
+    let base = "/api/v1/webhook-endpoints";
+    let body = json!({"url": "https://hooks.example.com/x", "events": ["key.revoked"]});
+    let created = app
+        .request(Method::POST, base, Some(&org.master_key), Some(&body))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    conforms(&doc, "POST", base, &created);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let bad = app
+        .request(
+            Method::POST,
+            base,
+            Some(&org.master_key),
+            Some(&json!({"url": 1})),
+        )
+        .await;
+    conforms(&doc, "POST", base, &bad);
+    let listed = app
+        .request(Method::GET, base, Some(&org.master_key), None)
+        .await;
+    conforms(&doc, "GET", base, &listed);
+    let (_, project_key) = app.new_project_key(&org).await;
+    let forbidden = app
+        .request(Method::GET, base, Some(&project_key), None)
+        .await;
+    assert_error(&forbidden, StatusCode::FORBIDDEN, "forbidden");
+    conforms(&doc, "GET", base, &forbidden);
+
+    let test_path = format!("{base}/{id}/test");
+    let queued = app
+        .request(Method::POST, &test_path, Some(&org.master_key), None)
+        .await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{queued:?}");
+    conforms(&doc, "POST", "/api/v1/webhook-endpoints/{id}/test", &queued);
+    let deliveries_path = format!("{base}/{id}/deliveries");
+    let page = app
+        .request(Method::GET, &deliveries_path, Some(&org.master_key), None)
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{page:?}");
+    conforms(
+        &doc,
+        "GET",
+        "/api/v1/webhook-endpoints/{id}/deliveries",
+        &page,
+    );
+    let delivery = page.body["deliveries"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let retry = app
+        .request(
+            Method::POST,
+            &format!("{base}/{id}/deliveries/{delivery}/retry"),
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    assert_error(&retry, StatusCode::CONFLICT, "conflict");
+    conforms(
+        &doc,
+        "POST",
+        "/api/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry",
+        &retry,
+    );
+    let bad_page = app
+        .request(
+            Method::GET,
+            &format!("{deliveries_path}?limit=0"),
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    conforms(
+        &doc,
+        "GET",
+        "/api/v1/webhook-endpoints/{id}/deliveries",
+        &bad_page,
+    );
+
+    let deleted = app
+        .request(
+            Method::DELETE,
+            &format!("{base}/{id}"),
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{deleted:?}");
+    conforms(&doc, "DELETE", "/api/v1/webhook-endpoints/{id}", &deleted);
+    let gone = app
+        .request(
+            Method::DELETE,
+            &format!("{base}/{id}"),
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    assert_error(&gone, StatusCode::NOT_FOUND, "not_found");
+    conforms(&doc, "DELETE", "/api/v1/webhook-endpoints/{id}", &gone);
+    let events = app
+        .request(
+            Method::GET,
+            "/api/v1/audit-events",
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    conforms(&doc, "GET", "/api/v1/audit-events", &events);
 }
 
 /// The failed-authentication throttle's 429 is described on the /api/v1 routes, with its
