@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::signing::WebhookSecret;
 use crate::domain::timestamp;
-use crate::store::{ClaimedDelivery, EventView};
+use crate::store::{ClaimedDelivery, EventView, TEST_EVENT_TYPE};
 
 /// The body and headers of one attempt.
 pub struct Message {
@@ -37,24 +37,27 @@ enum Data<'a> {
         #[serde(rename = "endpointId")]
         endpoint_id: Uuid,
     },
+    /// An event an operator pruned from the audit trail before it was delivered: null.
+    Pruned,
 }
 
 /// The body: the event's type, when it occurred and its view; a test's type, when it was
 /// queued and its endpoint.
 pub fn body(delivery: &ClaimedDelivery) -> Bytes {
-    let payload = match &delivery.event {
-        Some(event) => Payload {
-            event_type: &delivery.event_type,
-            timestamp: event.occurred_at,
-            data: Data::Event(EventView::from(event)),
-        },
-        None => Payload {
-            event_type: &delivery.event_type,
-            timestamp: delivery.created_at,
-            data: Data::Test {
+    let (timestamp, data) = match &delivery.event {
+        Some(event) => (event.occurred_at, Data::Event(EventView::from(event))),
+        None if delivery.event_type == TEST_EVENT_TYPE => (
+            delivery.created_at,
+            Data::Test {
                 endpoint_id: delivery.endpoint_id,
             },
-        },
+        ),
+        None => (delivery.created_at, Data::Pruned),
+    };
+    let payload = Payload {
+        event_type: &delivery.event_type,
+        timestamp,
+        data,
     };
     Bytes::from(serde_json::to_vec(&payload).expect("a payload always serializes"))
 }
@@ -111,6 +114,15 @@ mod tests {
             serde_json::json!({"type": "webhook.test", "timestamp": "2025-12-01T12:00:00.123Z",
                                "data": {"endpointId": test.endpoint_id}})
         );
+    }
+
+    #[test]
+    fn an_event_pruned_before_its_delivery_is_null() {
+        let mut pruned = delivery(None);
+        pruned.event_type = "key.revoked".to_owned();
+        let body: serde_json::Value = serde_json::from_slice(&body(&pruned)).unwrap();
+        assert_eq!(body["data"], serde_json::Value::Null);
+        assert_eq!(body["type"], "key.revoked");
     }
 
     #[test]
