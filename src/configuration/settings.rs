@@ -267,6 +267,63 @@ mod tests {
     }
 
     #[test]
+    fn webhook_settings_default_as_documented_and_name_bad_values() {
+        let webhooks = defaults().webhooks;
+        assert!(!webhooks.allow_http && !webhooks.allow_private_targets);
+        assert_eq!(webhooks.max_endpoints_per_org.get(), 10);
+        assert_eq!(webhooks.poll_interval, Duration::from_millis(1000));
+        assert_eq!(webhooks.timeout, Duration::from_millis(10_000));
+        let schedule: Vec<u64> = webhooks
+            .retry_schedule
+            .iter()
+            .map(|delay| delay.as_millis() as u64)
+            .collect();
+        assert_eq!(
+            schedule,
+            [5000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000]
+        );
+        assert_eq!(webhooks.max_attempts(), 8);
+        assert_eq!(webhooks.concurrency.get(), 16);
+        assert_eq!(webhooks.expiry_warning, Duration::from_secs(604_800));
+        for (toml, named) in [
+            (
+                "[webhooks]\nmax_endpoints_per_org = 0",
+                "webhooks.max_endpoints_per_org",
+            ),
+            (
+                "[webhooks]\npoll_interval_ms = 0",
+                "webhooks.poll_interval_ms",
+            ),
+            ("[webhooks]\ntimeout_ms = 0", "webhooks.timeout_ms"),
+            ("[webhooks]\ntimeout_ms = 300001", "webhooks.timeout_ms"),
+            (
+                "[webhooks]\nretry_schedule_ms = [5000, -1]",
+                "webhooks.retry_schedule_ms",
+            ),
+            (
+                "[webhooks]\nretry_schedule_ms = \"soon\"",
+                "webhooks.retry_schedule_ms",
+            ),
+            (
+                "[webhooks]\nretry_schedule_ms = [604800001]",
+                "webhooks.retry_schedule_ms",
+            ),
+            ("[webhooks]\nconcurrency = 0", "webhooks.concurrency"),
+            (
+                "[webhooks]\nexpiry_warning_secs = 0",
+                "webhooks.expiry_warning_secs",
+            ),
+            ("[webhooks]\nretries = 3", "webhooks.retries"),
+        ] {
+            let error = with_file(toml).unwrap_err();
+            assert!(error.contains(&format!("`{named}")), "{toml}: {error}");
+        }
+        let quick = with_file("[webhooks]\nretry_schedule_ms = []\nallow_http = true").unwrap();
+        assert_eq!(quick.webhooks.max_attempts(), 1);
+        assert!(quick.webhooks.allow_http);
+    }
+
+    #[test]
     fn the_redis_url_never_prints() {
         let settings =
             with_file("[rate_limit]\nredis_url = \"redis://:hunter2@127.0.0.1:6379\"").unwrap();
