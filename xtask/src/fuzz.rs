@@ -2,7 +2,8 @@
 //! database, driven by the gateway's own GET /openapi.json. Two bounded runs, about two
 //! minutes in all:
 //!   1. a master key (and the admin token for /admin/v1/organizations) on every operation,
-//!      stateful phase included (it creates, lists and revokes keys and projects);
+//!      stateful phase included (it creates, lists and revokes keys and projects, and creates,
+//!      tests and deletes webhook endpoints and retries their failed deliveries);
 //!   2. a project key of another organization on GET /api/v1/keys and GET /api/v1/auth/verify
 //!      (its 403s elsewhere are the tenant-isolation test's; a DELETE would revoke the key
 //!      under the run's feet).
@@ -199,6 +200,15 @@ pub fn run() -> Result<()> {
     std::fs::write(&project_config, PROJECT_CONFIG)?;
 
     let database = ScratchDatabase::create("fuzz")?;
+    // Webhook deliveries fail at their first attempt and are never retried on their own: a
+    // 1 ms timeout, so no attempt reaches whatever host a fuzzed endpoint names (on a machine
+    // with network access too), and no retry schedule, so a retry of a failed delivery can
+    // answer 202 (the description links test -> deliveries -> retry).
+    let settings = work.0.join("gateway.toml");
+    std::fs::write(
+        &settings,
+        "[webhooks]\nretry_schedule_ms = []\ntimeout_ms = 1\n",
+    )?;
     // Fuzzed requests come from one address and many carry bad keys on purpose: past
     // rate_limit.failed_auth_burst they would all answer 429 before reaching the code under
     // test. JSON logs: one line per request, read for the reached-endpoints check.
@@ -210,6 +220,7 @@ pub fn run() -> Result<()> {
             ("LOGSTITCH__RATE_LIMIT__FAILED_AUTH_BURST", lifted.clone()),
             ("LOGSTITCH__RATE_LIMIT__FAILED_AUTH_PER_SECOND", lifted),
             ("LOGSTITCH__LOG__FORMAT", "json".to_owned()),
+            ("LOGSTITCH_CONFIG", settings.display().to_string()),
         ],
         &log,
     )?;
@@ -243,11 +254,14 @@ pub fn run() -> Result<()> {
     let seconds = env_or("FUZZ_PROJECT_SECS", "35");
     // By operation name: schemathesis ORs filters of different kinds, so a path filter plus a
     // method filter would also select every other GET and every /api/v1/keys method.
+    // No stateful phase: the links of the description lead out of these two operations.
     let only = [
         "--include-name",
         "GET /api/v1/keys",
         "--include-name",
         "GET /api/v1/auth/verify",
+        "--phases",
+        "examples,coverage,fuzzing",
     ];
     runs.run(
         "project",
