@@ -6,6 +6,8 @@
 //! `wake`), when an attempt ends, when a retry here falls due, and every
 //! `webhooks.poll_interval_ms` (which also refreshes the queue gauges).
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,7 +58,8 @@ impl Dispatcher {
             metrics: self.metrics.clone(),
         });
         let mut in_flight: JoinSet<Option<Instant>> = JoinSet::new();
-        let mut next_retry: Option<Instant> = None;
+        // When retries scheduled here fall due, soonest first.
+        let mut retries: BinaryHeap<Reverse<Instant>> = BinaryHeap::new();
         let mut next_stats = Instant::now();
         let mut outage = false;
         loop {
@@ -81,21 +84,21 @@ impl Dispatcher {
                 }
             }
             let now = Instant::now();
-            if next_retry.is_some_and(|at| at <= now) {
-                next_retry = None;
+            while retries.peek().is_some_and(|Reverse(at)| *at <= now) {
+                retries.pop();
             }
             if next_stats <= now {
                 next_stats = now + webhooks.poll_interval;
                 self.refresh_gauges().await;
             }
             let poll = now + webhooks.poll_interval;
-            let until = next_retry.map_or(poll, |at| at.min(poll));
+            let until = retries.peek().map_or(poll, |Reverse(at)| (*at).min(poll));
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep_until(until) => {}
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                     if let Ok(Some(retry_at)) = done {
-                        next_retry = Some(next_retry.map_or(retry_at, |at| at.min(retry_at)));
+                        retries.push(Reverse(retry_at));
                     }
                 }
             }
