@@ -14,7 +14,8 @@ use crate::helpers::{
     spawn_app, TestApp, TestOrg,
 };
 
-const KEY_ITEM_FIELDS: &[&str] = &[
+/// A list item's fields, in the order they are sent.
+pub const KEY_ITEM_FIELDS: &[&str] = &[
     "id",
     "prefix",
     "type",

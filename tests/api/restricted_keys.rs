@@ -30,22 +30,9 @@ use crate::helpers::{
     spawn_app_with, spawn_isolated_app_with, spawn_isolated_pair, Reply, TestApp, TestDatabase,
     TestOrg,
 };
+use crate::keys::KEY_ITEM_FIELDS;
 use crate::nginx::{get as nginx_get, Nginx};
 
-/// A list item's fields, in the order they are sent.
-const KEY_ITEM_FIELDS: &[&str] = &[
-    "id",
-    "prefix",
-    "type",
-    "name",
-    "lastUsedAt",
-    "createdAt",
-    "revokedAt",
-    "expiresAt",
-    "scopes",
-    "enabled",
-    "rateLimit",
-];
 const CREATED_FIELDS: &[&str] = &["key", "prefix", "type", "name", "scopes", "request_id"];
 const VERIFIED_FIELDS: &[&str] = &[
     "valid",
@@ -191,6 +178,52 @@ fn default_limits(settings: &mut Settings, per_second: f64, burst: u32) {
 
 /// An instance on a fresh database with [`events_routes`] to `upstream`, default limits of
 /// 100/s and 200, then `customize`.
+/// A PATCH of the key's own rate limit that must succeed; returns the body.
+async fn limit_patched(
+    app: &TestApp,
+    org: &TestOrg,
+    token: &str,
+    id: &str,
+    requests_per_second: f64,
+    burst: u32,
+) -> Value {
+    let limit = json!({"requests_per_second": requests_per_second, "burst": burst});
+    patched(app, org, token, id, json!({ "rate_limit": limit })).await
+}
+
+/// Each (rate, burst) PATCHed by `caller` onto `target` is refused for `rate_limit`.
+async fn assert_limits_refused(app: &TestApp, caller: &str, target: &str, limits: &[(f64, u32)]) {
+    for (per_second, burst) in limits {
+        let reply = app
+            .patch_key(
+                caller,
+                target,
+                &json!({"rate_limit": {"requests_per_second": per_second, "burst": burst}}),
+            )
+            .await;
+        assert_refused_fields(&reply, &["rate_limit"], &format!("{per_second}/{burst}"));
+    }
+}
+
+/// Settings with the events routes, `default` limits (rate, burst) and `project`'s override.
+fn overridden_limits(
+    upstream: &str,
+    project: ProjectId,
+    default: (f64, u32),
+    overridden: (f64, u32),
+) -> impl FnOnce(&mut Settings) {
+    let url = upstream.to_owned();
+    move |settings| {
+        settings.gateway.routes = events_routes(&url);
+        default_limits(settings, default.0, default.1);
+        settings.rate_limit.overrides = vec![RateLimitOverride {
+            project_id: project,
+            requests_per_second: overridden.0,
+            burst: NonZeroU32::new(overridden.1).unwrap(),
+        }];
+    }
+}
+
 async fn scoped_gateway(upstream: &Upstream, customize: impl FnOnce(&mut Settings)) -> TestApp {
     let url = upstream.url.clone();
     spawn_app_with(TestDatabase::create().await, move |settings| {
@@ -1787,14 +1820,7 @@ async fn every_escalation_by_a_project_key_is_refused_per_field_and_changes_noth
         json!({"scopes": ["events.read"], "expires_at": rfc3339(from_now(7200))}),
     )
     .await;
-    patched(
-        &app,
-        &org,
-        &mk,
-        &limited_id,
-        json!({"rate_limit": {"requests_per_second": 2, "burst": 4}}),
-    )
-    .await;
+    limit_patched(&app, &org, &mk, &limited_id, 2.0, 4).await;
     // A disabled target, and one that never expires.
     let (disabled_id, _) = new_key(&app, &org, json!({"scopes": ["events.read"]})).await;
     patched(&app, &org, &mk, &disabled_id, json!({"enabled": false})).await;
@@ -1922,14 +1948,7 @@ async fn a_project_key_may_restrict_and_grant_within_what_it_holds_itself() {
                "expires_at": rfc3339(target_expires)}),
     )
     .await;
-    patched(
-        &app,
-        &org,
-        &mk,
-        &target_id,
-        json!({"rate_limit": {"requests_per_second": 2, "burst": 4}}),
-    )
-    .await;
+    limit_patched(&app, &org, &mk, &target_id, 2.0, 4).await;
 
     // An expiry moved earlier.
     let earlier = target_expires - chrono::Duration::hours(1);
@@ -1977,23 +1996,9 @@ async fn a_project_key_may_restrict_and_grant_within_what_it_holds_itself() {
         json!(["events.read", "keys.read", "keys.write"])
     );
     // Limits up to the caller's own, and lower.
-    let item = patched(
-        &app,
-        &org,
-        &caller,
-        &target_id,
-        json!({"rate_limit": {"requests_per_second": 5, "burst": 10}}),
-    )
-    .await;
+    let item = limit_patched(&app, &org, &caller, &target_id, 5.0, 10).await;
     assert_rate_limit(&item["rateLimit"], 5.0, 10);
-    let item = patched(
-        &app,
-        &org,
-        &caller,
-        &target_id,
-        json!({"rate_limit": {"requests_per_second": 0.5, "burst": 1}}),
-    )
-    .await;
+    let item = limit_patched(&app, &org, &caller, &target_id, 0.5, 1).await;
     assert_rate_limit(&item["rateLimit"], 0.5, 1);
     // Disabled.
     let item = patched(&app, &org, &caller, &target_id, json!({"enabled": false})).await;
@@ -2018,33 +2023,10 @@ async fn a_project_key_may_restrict_and_grant_within_what_it_holds_itself() {
     // Without a per-key limit a caller's own limit is the default (100/s, 200).
     let (_, unlimited) = new_key(&app, &org, json!({})).await;
     let (limited_id, _) = new_key(&app, &org, json!({})).await;
-    patched(
-        &app,
-        &org,
-        &mk,
-        &limited_id,
-        json!({"rate_limit": {"requests_per_second": 1, "burst": 2}}),
-    )
-    .await;
-    let item = patched(
-        &app,
-        &org,
-        &unlimited,
-        &limited_id,
-        json!({"rate_limit": {"requests_per_second": 100, "burst": 200}}),
-    )
-    .await;
+    limit_patched(&app, &org, &mk, &limited_id, 1.0, 2).await;
+    let item = limit_patched(&app, &org, &unlimited, &limited_id, 100.0, 200).await;
     assert_rate_limit(&item["rateLimit"], 100.0, 200);
-    for (per_second, burst) in [(100.5, 200), (100.0, 201)] {
-        let reply = app
-            .patch_key(
-                &unlimited,
-                &limited_id,
-                &json!({"rate_limit": {"requests_per_second": per_second, "burst": burst}}),
-            )
-            .await;
-        assert_refused_fields(&reply, &["rate_limit"], &format!("{per_second}/{burst}"));
-    }
+    assert_limits_refused(&app, &unlimited, &limited_id, &[(100.5, 200), (100.0, 201)]).await;
     let item = patched(
         &app,
         &org,
@@ -2056,22 +2038,8 @@ async fn a_project_key_may_restrict_and_grant_within_what_it_holds_itself() {
     assert_eq!(item["rateLimit"], Value::Null);
     // A caller whose own limit is above the default may set null (the default).
     let (generous_id, generous) = new_key(&app, &org, json!({})).await;
-    patched(
-        &app,
-        &org,
-        &mk,
-        &generous_id,
-        json!({"rate_limit": {"requests_per_second": 200, "burst": 400}}),
-    )
-    .await;
-    patched(
-        &app,
-        &org,
-        &mk,
-        &limited_id,
-        json!({"rate_limit": {"requests_per_second": 1, "burst": 2}}),
-    )
-    .await;
+    limit_patched(&app, &org, &mk, &generous_id, 200.0, 400).await;
+    limit_patched(&app, &org, &mk, &limited_id, 1.0, 2).await;
     let item = patched(
         &app,
         &org,
@@ -2091,68 +2059,25 @@ async fn a_project_keys_own_limit_is_its_project_override_when_it_has_no_per_key
     let setup = spawn_app_with(db.clone(), |_| {}).await;
     let org = setup.create_org("Override").await;
     let project = ProjectId::parse(&org.project_id).unwrap();
-    let url = upstream.url.clone();
-    let app = spawn_app_with(db, move |settings| {
-        settings.gateway.routes = events_routes(&url);
-        default_limits(settings, 100.0, 200);
-        settings.rate_limit.overrides = vec![RateLimitOverride {
-            project_id: project,
-            requests_per_second: 3.0,
-            burst: NonZeroU32::new(6).unwrap(),
-        }];
-    })
+    let app = spawn_app_with(
+        db,
+        overridden_limits(&upstream.url, project, (100.0, 200), (3.0, 6)),
+    )
     .await;
     let mk = org.master_key.clone();
     let (_, caller) = new_key(&app, &org, json!({})).await;
     let (target_id, _) = new_key(&app, &org, json!({})).await;
-    patched(
-        &app,
-        &org,
-        &mk,
-        &target_id,
-        json!({"rate_limit": {"requests_per_second": 1, "burst": 2}}),
-    )
-    .await;
-    for (per_second, burst) in [(4.0, 6), (3.0, 7)] {
-        let reply = app
-            .patch_key(
-                &caller,
-                &target_id,
-                &json!({"rate_limit": {"requests_per_second": per_second, "burst": burst}}),
-            )
-            .await;
-        assert_refused_fields(&reply, &["rate_limit"], &format!("{per_second}/{burst}"));
-    }
-    let item = patched(
-        &app,
-        &org,
-        &caller,
-        &target_id,
-        json!({"rate_limit": {"requests_per_second": 3, "burst": 6}}),
-    )
-    .await;
+    limit_patched(&app, &org, &mk, &target_id, 1.0, 2).await;
+    assert_limits_refused(&app, &caller, &target_id, &[(4.0, 6), (3.0, 7)]).await;
+    let item = limit_patched(&app, &org, &caller, &target_id, 3.0, 6).await;
     assert_rate_limit(&item["rateLimit"], 3.0, 6);
     // null: the target's default, the override (3/s, 6), not above the caller's.
     let item = patched(&app, &org, &caller, &target_id, json!({"rate_limit": null})).await;
     assert_eq!(item["rateLimit"], Value::Null);
     // A caller with a per-key limit under the override may not set null.
     let (small_id, small) = new_key(&app, &org, json!({})).await;
-    patched(
-        &app,
-        &org,
-        &mk,
-        &small_id,
-        json!({"rate_limit": {"requests_per_second": 1, "burst": 2}}),
-    )
-    .await;
-    patched(
-        &app,
-        &org,
-        &mk,
-        &target_id,
-        json!({"rate_limit": {"requests_per_second": 1, "burst": 2}}),
-    )
-    .await;
+    limit_patched(&app, &org, &mk, &small_id, 1.0, 2).await;
+    limit_patched(&app, &org, &mk, &target_id, 1.0, 2).await;
     let reply = app
         .patch_key(&small, &target_id, &json!({"rate_limit": null}))
         .await;
@@ -2321,14 +2246,7 @@ async fn a_patch_through_a_is_enforced_by_b_which_had_the_key_cached_right_after
     assert_eq!(b.verify(&key).await.status, StatusCode::OK);
 
     // A lowered limit: B's bucket for the key (it holds most of 200) holds 1 at once.
-    patched(
-        &a,
-        &org,
-        &mk,
-        &id,
-        json!({"rate_limit": {"requests_per_second": 0.01, "burst": 1}}),
-    )
-    .await;
+    limit_patched(&a, &org, &mk, &id, 0.01, 1).await;
     let first = b
         .request(Method::GET, "/api/v1/events", Some(&key), None)
         .await;
@@ -2366,16 +2284,10 @@ async fn a_per_key_limit_overrides_default_and_project_override_and_lowering_it_
     let overridden = setup.create_org("Overridden").await;
     let plain = setup.create_org("Plain").await;
     let project = ProjectId::parse(&overridden.project_id).unwrap();
-    let url = upstream.url.clone();
-    let app = spawn_app_with(db, move |settings| {
-        settings.gateway.routes = events_routes(&url);
-        default_limits(settings, 1000.0, 1000);
-        settings.rate_limit.overrides = vec![RateLimitOverride {
-            project_id: project,
-            requests_per_second: 0.01,
-            burst: NonZeroU32::new(1).unwrap(),
-        }];
-    })
+    let app = spawn_app_with(
+        db,
+        overridden_limits(&upstream.url, project, (1000.0, 1000), (0.01, 1)),
+    )
     .await;
     let get = |key: String| {
         let app = &app;
@@ -2387,14 +2299,7 @@ async fn a_per_key_limit_overrides_default_and_project_override_and_lowering_it_
 
     // Under a much higher default: 3 then 429.
     let (limited_id, limited) = new_key(&app, &plain, json!({})).await;
-    patched(
-        &app,
-        &plain,
-        &plain.master_key,
-        &limited_id,
-        json!({"rate_limit": {"requests_per_second": 1, "burst": 3}}),
-    )
-    .await;
+    limit_patched(&app, &plain, &plain.master_key, &limited_id, 1.0, 3).await;
     for remaining in ["2", "1", "0"] {
         let reply = get(limited.clone()).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
@@ -2414,12 +2319,13 @@ async fn a_per_key_limit_overrides_default_and_project_override_and_lowering_it_
 
     // Over a project override (burst 1), in both directions.
     let (roomy_id, roomy) = new_key(&app, &overridden, json!({})).await;
-    patched(
+    limit_patched(
         &app,
         &overridden,
         &overridden.master_key,
         &roomy_id,
-        json!({"rate_limit": {"requests_per_second": 0.01, "burst": 3}}),
+        0.01,
+        3,
     )
     .await;
     let mut admitted = 0;
@@ -2443,27 +2349,13 @@ async fn a_per_key_limit_overrides_default_and_project_override_and_lowering_it_
 
     // Lowering a burst: the bucket never holds more than the new one.
     let (lowered_id, lowered) = new_key(&app, &plain, json!({})).await;
-    patched(
-        &app,
-        &plain,
-        &plain.master_key,
-        &lowered_id,
-        json!({"rate_limit": {"requests_per_second": 0.01, "burst": 50}}),
-    )
-    .await;
+    limit_patched(&app, &plain, &plain.master_key, &lowered_id, 0.01, 50).await;
     for _ in 0..5 {
         let reply = get(lowered.clone()).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
         assert_eq!(ratelimit_limit(&reply), Some("50"));
     }
-    patched(
-        &app,
-        &plain,
-        &plain.master_key,
-        &lowered_id,
-        json!({"rate_limit": {"requests_per_second": 0.01, "burst": 2}}),
-    )
-    .await;
+    limit_patched(&app, &plain, &plain.master_key, &lowered_id, 0.01, 2).await;
     for remaining in ["1", "0"] {
         let reply = get(lowered.clone()).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
@@ -2511,14 +2403,7 @@ async fn a_per_key_limit_counts_once_for_two_instances_sharing_redis() {
     for app in [&*a, &*b] {
         assert_eq!(app.verify(&key).await.status, StatusCode::OK);
     }
-    patched(
-        &a,
-        &org,
-        &org.master_key,
-        &id,
-        json!({"rate_limit": {"requests_per_second": 0.01, "burst": 4}}),
-    )
-    .await;
+    limit_patched(&a, &org, &org.master_key, &id, 0.01, 4).await;
     let mut admitted = 0;
     for turn in 0..12 {
         let app: &TestApp = if turn % 2 == 0 { &a } else { &b };
@@ -2557,14 +2442,7 @@ async fn a_vanishingly_slow_key_limit_is_counted_in_redis_without_tripping_an_ou
     let org = app.create_org("Slow").await;
     let (slow_id, slow) = new_key(&app, &org, json!({})).await;
     let (_, other) = new_key(&app, &org, json!({})).await;
-    patched(
-        &app,
-        &org,
-        &org.master_key,
-        &slow_id,
-        json!({"rate_limit": {"requests_per_second": 1e-15, "burst": 1}}),
-    )
-    .await;
+    limit_patched(&app, &org, &org.master_key, &slow_id, 1e-15, 1).await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
         let reply = app
@@ -2787,14 +2665,7 @@ async fn a_roll_copies_scopes_enabled_state_and_rate_limit_to_the_new_key() {
         json!({"scopes": ["events.write", "keys.read", "keys.write"]}),
     )
     .await;
-    let old = patched(
-        &app,
-        &org,
-        &mk,
-        &id,
-        json!({"rate_limit": {"requests_per_second": 0.01, "burst": 5}}),
-    )
-    .await;
+    let old = limit_patched(&app, &org, &mk, &id, 0.01, 5).await;
     let rolled = roll(&app, &mk, &id).await;
     assert_eq!(rolled.status, StatusCode::CREATED, "{rolled:?}");
     let new_key_text = rolled.body["key"].as_str().unwrap().to_owned();

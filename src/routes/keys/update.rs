@@ -39,8 +39,11 @@ fn parse_patch(body: Value, catalog: &ScopeCatalog) -> Result<KeyPatch, ApiError
         ));
     }
     let mut patch = KeyPatch::default();
-    if fields.value("name").is_some() {
-        patch.name = fields.required("name", DisplayName::parse);
+    match fields.value("name") {
+        None => {}
+        // A name can be changed, not removed.
+        Some(Value::Null) => fields.refuse("name", "must be a string of 1-100 characters"),
+        Some(_) => patch.name = fields.required("name", DisplayName::parse),
     }
     patch.scopes = read_scopes(&mut fields, catalog);
     patch.expires_at = match fields.value("expires_at") {
