@@ -3,6 +3,7 @@
 //! holds the vocabulary and who-did-it context that handlers and the CLI pass down.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use actix_web::http::header::USER_AGENT;
 use actix_web::HttpRequest;
@@ -48,16 +49,20 @@ actions! {
 }
 
 /// The event types a webhook endpoint may subscribe to (`["*"]` means all of them). Each is an
-/// audit action, but for `key.leaked`, which the secret-scanning work introduces: an endpoint
-/// may subscribe to it ahead of time. Endpoint changes are audited, never sent.
+/// audit action, but for `key.leaked`: a leaked key's `key.revoked` event, sent again under
+/// that type. Endpoint changes are audited, never sent.
 pub const WEBHOOK_EVENT_TYPES: &[&str] = &[
     "key.created",
     "key.revoked",
     "key.rolled",
     "key.updated",
     "key.expiring",
-    "key.leaked",
+    WEBHOOK_KEY_LEAKED,
 ];
+
+/// A key revoked because a scanning partner reported it leaked: its `key.revoked` event,
+/// delivered again under this type to the endpoints that subscribe to it.
+pub const WEBHOOK_KEY_LEAKED: &str = "key.leaked";
 
 impl Action {
     pub fn from_name(name: &str) -> Option<Action> {
@@ -74,7 +79,7 @@ impl Action {
 }
 
 /// Who made the change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     Key {
         key_type: KeyType,
@@ -86,22 +91,36 @@ pub enum Actor {
     Cli,
     /// The service itself, on nobody's request (expiry warnings).
     System,
+    /// A secret-scanning partner's verified report (`POST /api/v1/secret-scanning/{provider}`),
+    /// named by the provider's configured name.
+    SecretScanning {
+        provider: Arc<str>,
+    },
 }
 
 impl Actor {
-    pub fn type_name(self) -> &'static str {
+    pub fn type_name(&self) -> &'static str {
         match self {
             Actor::Key { key_type, .. } => key_type.as_str(),
             Actor::Admin => "admin",
             Actor::Cli => "cli",
             Actor::System => "system",
+            Actor::SecretScanning { .. } => "secret_scanning",
         }
     }
 
-    pub fn key_id(self) -> Option<KeyId> {
+    pub fn key_id(&self) -> Option<KeyId> {
         match self {
-            Actor::Key { key_id, .. } => Some(key_id),
-            Actor::Admin | Actor::Cli | Actor::System => None,
+            Actor::Key { key_id, .. } => Some(*key_id),
+            _ => None,
+        }
+    }
+
+    /// The scanning partner that reported a leak; None for every other actor.
+    pub fn provider(&self) -> Option<&str> {
+        match self {
+            Actor::SecretScanning { provider } => Some(provider),
+            _ => None,
         }
     }
 }

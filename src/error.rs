@@ -44,6 +44,7 @@ error_codes! {
     KeyRevoked => ("key_revoked", UNAUTHORIZED),
     KeyExpired => ("key_expired", UNAUTHORIZED),
     KeyDisabled => ("key_disabled", UNAUTHORIZED),
+    InvalidSignature => ("invalid_signature", UNAUTHORIZED),
     Forbidden => ("forbidden", FORBIDDEN),
     InsufficientScope => ("insufficient_scope", FORBIDDEN),
     NotFound => ("not_found", NOT_FOUND),
@@ -133,6 +134,10 @@ impl ApiError {
 
     pub fn code(&self) -> ErrorCode {
         self.code
+    }
+
+    pub fn details(&self) -> &[FieldError] {
+        &self.details
     }
 }
 

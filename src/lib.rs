@@ -18,6 +18,7 @@ pub mod rate_limit;
 pub mod request_id;
 pub mod reserved_paths;
 pub mod routes;
+pub mod secret_scanning;
 pub mod startup;
 pub mod state;
 pub mod store;

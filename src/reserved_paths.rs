@@ -16,6 +16,7 @@ pub const BUILT_IN_PATHS: &[&str] = &[
     "/api/v1/auth/verify",
     "/api/v1/audit-events",
     "/api/v1/webhook-endpoints",
+    "/api/v1/secret-scanning",
 ];
 
 /// Whether a gateway `prefix` would overlap `path`: equal, or one under the other at a

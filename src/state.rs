@@ -14,6 +14,7 @@ use crate::domain::ScopeCatalog;
 use crate::invalidation::{ListenerStatus, RevocationAcks};
 use crate::metrics::Metrics;
 use crate::rate_limit::{FailedAuthThrottle, KeyRateLimits};
+use crate::secret_scanning::Providers;
 use crate::store::Store;
 
 /// Cheap to share: everything inside is a handle.
@@ -33,6 +34,8 @@ pub struct AppState {
     pub instance_id: String,
     /// The scopes keys may be given: the built-ins and every gateway route's.
     pub scope_catalog: ScopeCatalog,
+    /// The secret-scanning partners whose reports revoke leaked keys.
+    pub scanning_providers: Providers,
 }
 
 impl AppState {
@@ -46,6 +49,10 @@ impl AppState {
         let store = Store::connect(&settings.database)?;
         let metrics = Arc::new(Metrics::new());
         metrics.register_gateway_routes(settings.gateway.routes.iter().map(|r| r.prefix.as_str()));
+        let scanning_providers = Providers::from_settings(&settings.secret_scanning)?;
+        metrics
+            .secret_scanning
+            .register_providers(scanning_providers.names());
         let auth_cache = Arc::new(AuthCache::new(
             cache_settings(&settings.auth),
             Arc::new(store.clone()),
@@ -78,6 +85,7 @@ impl AppState {
             last_used,
             metrics,
             listener: ListenerStatus::default(),
+            scanning_providers,
             draining: AtomicBool::new(false),
             instance_id,
             scope_catalog,

@@ -16,6 +16,7 @@ use super::gateway::GatewaySettings;
 use super::keys::{ActorSettings, KeySettings};
 use super::log::LogSettings;
 use super::rate_limit::RateLimitSettings;
+use super::secret_scanning::SecretScanningSettings;
 use super::server::ServerSettings;
 use super::webhooks::WebhookSettings;
 
@@ -35,6 +36,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub gateway: GatewaySettings,
     pub webhooks: WebhookSettings,
+    pub secret_scanning: SecretScanningSettings,
     pub log: LogSettings,
 }
 
@@ -134,6 +136,7 @@ impl Settings {
         // What concerns one section alone.
         self.rate_limit.validate()?;
         self.webhooks.validate()?;
+        self.secret_scanning.validate()?;
         self.gateway.validate()
     }
 
@@ -321,6 +324,74 @@ mod tests {
         let quick = with_file("[webhooks]\nretry_schedule_ms = []\nallow_http = true").unwrap();
         assert_eq!(quick.webhooks.max_attempts(), 1);
         assert!(quick.webhooks.allow_http);
+    }
+
+    #[test]
+    fn secret_scanning_providers_fill_in_their_defaults_and_name_what_is_missing() {
+        let none = defaults().secret_scanning;
+        assert!(none.providers().unwrap().is_empty());
+        assert_eq!(none.keys_ttl, Duration::from_secs(1800));
+        assert_eq!(none.refetch_min_interval, Duration::from_secs(60));
+        assert!(!none.allow_http && !none.allow_private_targets);
+        let github = with_file("[[secret_scanning.providers]]\nname = \"github\"").unwrap();
+        let github = &github.secret_scanning.providers().unwrap()[0];
+        assert_eq!(
+            github.keys_url,
+            "https://api.github.com/meta/public_keys/secret_scanning"
+        );
+        assert_eq!(github.key_id_header, "github-public-key-identifier");
+        assert_eq!(github.signature_header, "github-public-key-signature");
+        let gitlab = with_file(
+            "[[secret_scanning.providers]]\nname = \"gitlab\"\nkeys_url = \"https://gitlab.example/keys\"",
+        )
+        .unwrap();
+        let gitlab = &gitlab.secret_scanning.providers().unwrap()[0];
+        assert_eq!(gitlab.key_id_header, "gitlab-public-key-identifier");
+        assert_eq!(gitlab.signature_header, "gitlab-public-key-signature");
+        let provider = "[[secret_scanning.providers]]\n";
+        for (toml, named) in [
+            (format!("{provider}name = \"gitlab\""), "providers[0].keys_url"),
+            (
+                format!("{provider}name = \"acme\"\nkeys_url = \"https://a.example/k\""),
+                "providers[0].key_id_header",
+            ),
+            (
+                format!("{provider}name = \"acme\"\nkeys_url = \"https://a.example/k\"\nkey_id_header = \"A\""),
+                "providers[0].signature_header",
+            ),
+            (format!("{provider}name = \"GitHub\""), "providers[0].name"),
+            (format!("{provider}name = \"\""), "providers[0].name"),
+            (format!("{provider}name = \"a/b\""), "providers[0].name"),
+            (
+                format!("{provider}name = \"github\"\nkeys_url = \"http://k.example/\""),
+                "providers[0].keys_url",
+            ),
+            (
+                format!("{provider}name = \"github\"\nkeys_url = \"ftp://k.example/\""),
+                "providers[0].keys_url",
+            ),
+            (
+                format!("{provider}name = \"github\"\n{provider}name = \"github\""),
+                "providers[1].name",
+            ),
+            (
+                format!("{provider}name = \"github\"\nkey_id_header = \"bad header\""),
+                "providers[0].key_id_header",
+            ),
+            (format!("{provider}name = \"github\"\nextra = 1"), "extra"),
+            (
+                "[secret_scanning]\nkeys_ttl_secs = 0".to_owned(),
+                "secret_scanning.keys_ttl_secs",
+            ),
+        ] {
+            let error = with_file(&toml).unwrap_err();
+            assert!(error.contains(named), "{toml}: {error}");
+        }
+        let http = with_file(
+            "[secret_scanning]\nallow_http = true\n[[secret_scanning.providers]]\nname = \"github\"\nkeys_url = \"http://127.0.0.1:1/k\"",
+        )
+        .unwrap();
+        assert_eq!(http.secret_scanning.providers().unwrap().len(), 1);
     }
 
     #[test]

@@ -48,7 +48,7 @@ macro_rules! label_values {
 pub(super) use label_values;
 
 /// The values of one label, as [`label_values!`] declares them.
-pub(super) trait LabelValue: Copy + 'static {
+pub trait LabelValue: Copy + 'static {
     const ALL: &'static [Self];
 
     fn as_str(self) -> &'static str;

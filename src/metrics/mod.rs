@@ -6,7 +6,7 @@
 //! labels) and their label values: `http` (and `route`, which counts each request), `auth`
 //! (the hot path, its cache, lastUsedAt), `keys` (the key lifecycle the org actors run),
 //! `revocation` (the listener and the acks), `rate_limit` (429s, Redis), `upstream`
-//! (forwarding), `webhooks` (attempts and the outbox queue) and `live` (the gauges read when Prometheus scrapes). `registry` composes
+//! (forwarding), `webhooks` (attempts and the outbox queue), `secret_scanning` (leak reports) and `live` (the gauges read when Prometheus scrapes). `registry` composes
 //! them into [`Metrics`]; `family` holds what building a family takes. The files below import
 //! each other, never this one.
 
@@ -19,6 +19,7 @@ mod rate_limit;
 mod registry;
 mod revocation;
 mod route;
+mod secret_scanning;
 mod upstream;
 mod webhooks;
 
@@ -28,5 +29,8 @@ pub use live::LiveCount;
 pub use rate_limit::{RateLimitFallback, RateLimitedBy, RedisRoundTrip};
 pub use registry::Metrics;
 pub use route::{counted_resource, observe_unrouted, RouteMetrics};
+pub use secret_scanning::{
+    KeyFetchOutcome, LeakedKeyType, ReportOutcome, SecretScanningMetrics, TokenLabel,
+};
 pub use upstream::UpstreamErrorKind;
 pub use webhooks::WebhookOutcome;

@@ -16,6 +16,7 @@ use super::keys;
 use super::live::{LiveCount, LiveState};
 use super::rate_limit::{self, RateLimitFallback, RateLimitedBy, RedisRoundTrip};
 use super::revocation;
+use super::secret_scanning::SecretScanningMetrics;
 use super::upstream::{self, UpstreamErrorKind, UpstreamErrors};
 use super::webhooks::{self, WebhookOutcome};
 
@@ -60,6 +61,8 @@ pub struct Metrics {
     pub webhook_attempt_duration: Histogram,
     pub webhook_queue_depth: IntGauge,
     pub webhook_oldest_pending_age: IntGauge,
+    // secret_scanning.rs
+    pub secret_scanning: SecretScanningMetrics,
 }
 
 /// `logstitch_build_info{version}`, always 1.
@@ -116,6 +119,7 @@ impl Metrics {
             webhook_attempt_duration: webhooks::attempt_duration(&families),
             webhook_queue_depth: webhooks::queue_depth(&families),
             webhook_oldest_pending_age: webhooks::oldest_pending_age(&families),
+            secret_scanning: SecretScanningMetrics::new(&families),
             registry,
         }
     }

@@ -8,6 +8,7 @@ use actix_web::error::JsonPayloadError;
 use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
+use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use crate::domain::DisplayName;
@@ -43,6 +44,55 @@ fn json_error(error: JsonPayloadError, max_body_bytes: usize) -> ApiError {
 /// How long a client may take to send its JSON body; registered as app data.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyReadTimeout(pub Duration);
+
+/// A body read as raw bytes, at most `limit` of them, within [`BodyReadTimeout`]: for a route
+/// that must see exactly the bytes sent (a signed report). A declared length over the limit is
+/// refused before anything is read; a longer body as soon as it passes the limit.
+pub async fn raw_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("Request body exceeds {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let timeout = req
+        .app_data::<BodyReadTimeout>()
+        .map_or(Duration::from_secs(10), |timeout| timeout.0);
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|error| {
+                ApiError::validation("Request body could not be read", Vec::new())
+                    .with_cause(anyhow::anyhow!(error.to_string()))
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(timeout, read).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "The request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        )
+    })?
+}
 
 /// A body that may be left out: a request without one (no `Content-Length` and no
 /// `Transfer-Encoding`, or `Content-Length: 0`) is None; any other body is read as a

@@ -10,6 +10,7 @@ mod openapi;
 mod pages;
 mod projects;
 mod responses;
+mod secret_scanning;
 mod verify;
 mod webhooks;
 
@@ -54,6 +55,8 @@ pub fn configure(
     if options.admin {
         admin::configure(cfg);
     }
+    // Before the `/api/v1` scope: a report carries no key, only its signature.
+    secret_scanning::configure(cfg);
     cfg.service(
         web::scope("/api/v1")
             .wrap(from_fn(authenticate))

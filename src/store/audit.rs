@@ -22,6 +22,42 @@ pub struct Change {
     pub project_id: Option<ProjectId>,
     /// `key.updated`: each changed field, `{"field": {"from": …, "to": …}}`.
     pub changes: Option<serde_json::Value>,
+    /// Why, when more than the action says: a leak's `{"reason": "leaked", "url", "source"}`.
+    pub details: Option<serde_json::Value>,
+    /// A webhook type this event is also delivered as, to the endpoints subscribing to it (a
+    /// leak's `key.revoked` is also `key.leaked`, with the same event as its `data`).
+    pub also_sent_as: Option<&'static str>,
+}
+
+impl Change {
+    /// A change with nothing to say beyond what happened to which target.
+    pub fn new(
+        organization_id: OrgId,
+        action: Action,
+        target_type: TargetType,
+        target_id: Uuid,
+        project_id: Option<ProjectId>,
+    ) -> Change {
+        Change {
+            organization_id,
+            action,
+            target_type,
+            target_id,
+            project_id,
+            changes: None,
+            details: None,
+            also_sent_as: None,
+        }
+    }
+
+    /// The webhook types this event is delivered as: its action when endpoints may hear of it,
+    /// and `also_sent_as`.
+    fn webhook_types(&self) -> Vec<&'static str> {
+        let own = Some(self.action)
+            .filter(|action| action.is_webhook_event())
+            .map(Action::as_str);
+        own.into_iter().chain(self.also_sent_as).collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +75,8 @@ pub struct AuditEventRecord {
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
     pub changes: Option<serde_json::Value>,
+    pub actor_provider: Option<String>,
+    pub details: Option<serde_json::Value>,
 }
 
 /// A position in a newest-first order of (time, id) — audit events by occurredAt, webhook
@@ -81,18 +119,19 @@ pub(super) async fn record_event(
         "WITH event AS (
              INSERT INTO audit_events (id, organization_id, action, actor_type, actor_key_id,
                                        actor_prefix, target_type, target_id, project_id, ip,
-                                       user_agent, request_id, changes)
+                                       user_agent, request_id, changes, actor_provider, details)
              VALUES ($1, $2, $3, $4, $5, (SELECT prefix FROM api_keys WHERE id = $5),
-                     $6, $7, $8, $9, $10, $11, $12)
-             RETURNING id, organization_id, action
+                     $6, $7, $8, $9, $10, $11, $12, $15, $16)
+             RETURNING id, organization_id
          ), queued AS (
              INSERT INTO webhook_deliveries (id, endpoint_id, organization_id, event_type, event_id)
-             SELECT logstitch_uuid_v7(), endpoint.id, endpoint.organization_id, event.action,
+             SELECT logstitch_uuid_v7(), endpoint.id, endpoint.organization_id, sent.type,
                     event.id
              FROM event
+             CROSS JOIN unnest($13::text[]) WITH ORDINALITY AS sent (type, position)
              JOIN webhook_endpoints endpoint ON endpoint.organization_id = event.organization_id
-             WHERE $13::boolean
-               AND (event.action = ANY (endpoint.events) OR '*' = ANY (endpoint.events))
+             WHERE sent.type = ANY (endpoint.events) OR '*' = ANY (endpoint.events)
+             ORDER BY endpoint.id, sent.position
              RETURNING 1
          )
          SELECT pg_notify($14, '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued",
@@ -109,8 +148,10 @@ pub(super) async fn record_event(
             &context.user_agent,
             &context.request_id.map(|id| id.as_str().to_owned()),
             &change.changes,
-            &change.action.is_webhook_event(),
+            &change.webhook_types(),
             &WEBHOOK_CHANNEL,
+            &context.actor.provider(),
+            &change.details,
         ],
     )
     .await?;
@@ -126,7 +167,8 @@ impl Store {
             let rows = client
                 .query_cached(
                     "SELECT id, action, occurred_at, actor_type, actor_key_id, actor_prefix,
-                            target_type, target_id, project_id, ip, user_agent, request_id, changes
+                            target_type, target_id, project_id, ip, user_agent, request_id, changes,
+                            actor_provider, details
                      FROM audit_events
                      WHERE organization_id = $1
                        AND ($2::text IS NULL OR action = $2)
@@ -157,9 +199,9 @@ impl Store {
     }
 }
 
-/// An event from the first 13 columns, in the order the list selects them (`id, action,
+/// An event from the first 15 columns, in the order the list selects them (`id, action,
 /// occurred_at, actor_type, actor_key_id, actor_prefix, target_type, target_id, project_id,
-/// ip, user_agent, request_id, changes`).
+/// ip, user_agent, request_id, changes, actor_provider, details`).
 pub(super) fn event_record(row: &tokio_postgres::Row) -> AuditEventRecord {
     AuditEventRecord {
         id: row.get(0),
@@ -175,5 +217,7 @@ pub(super) fn event_record(row: &tokio_postgres::Row) -> AuditEventRecord {
         user_agent: row.get(10),
         request_id: row.get(11),
         changes: row.get(12),
+        actor_provider: row.get(13),
+        details: row.get(14),
     }
 }

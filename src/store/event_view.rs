@@ -25,6 +25,9 @@ pub struct EventView<'a> {
     /// `key.updated` only: each changed field, `{"from": …, "to": …}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     changes: Option<&'a serde_json::Value>,
+    /// A leak's revocation only: `{"reason": "leaked", "url", "source"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -36,6 +39,9 @@ struct ActorView<'a> {
     key_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prefix: Option<&'a str>,
+    /// `secret_scanning` only: the provider that reported the leak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -55,6 +61,7 @@ impl<'a> From<&'a AuditEventRecord> for EventView<'a> {
                 actor_type: &event.actor_type,
                 key_id: event.actor_key_id,
                 prefix: event.actor_prefix.as_deref(),
+                provider: event.actor_provider.as_deref(),
             },
             target: TargetView {
                 target_type: &event.target_type,
@@ -65,6 +72,7 @@ impl<'a> From<&'a AuditEventRecord> for EventView<'a> {
             user_agent: event.user_agent.as_deref(),
             request_id: event.request_id.as_deref(),
             changes: event.changes.as_ref(),
+            details: event.details.as_ref(),
         }
     }
 }

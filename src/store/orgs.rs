@@ -75,14 +75,13 @@ impl Store {
                 },
             )
             .await?;
-            let change = Change {
+            let change = Change::new(
                 organization_id,
-                action: Action::OrganizationCreated,
-                target_type: TargetType::Organization,
-                target_id: organization_id.as_uuid(),
-                project_id: None,
-                changes: None,
-            };
+                Action::OrganizationCreated,
+                TargetType::Organization,
+                organization_id.as_uuid(),
+                None,
+            );
             record_event(&tx, &change, context).await?;
             tx.commit().await?;
             Ok(NewOrganization {
@@ -138,14 +137,13 @@ impl Store {
                 return Ok(None);
             }
             let record = insert_project(&tx, org, ProjectId::new(), name).await?;
-            let change = Change {
-                organization_id: org,
-                action: Action::ProjectCreated,
-                target_type: TargetType::Project,
-                target_id: record.id.as_uuid(),
-                project_id: Some(record.id),
-                changes: None,
-            };
+            let change = Change::new(
+                org,
+                Action::ProjectCreated,
+                TargetType::Project,
+                record.id.as_uuid(),
+                Some(record.id),
+            );
             record_event(&tx, &change, context).await?;
             tx.commit().await?;
             Ok(Some(record))

@@ -138,6 +138,55 @@ impl WebhookClient {
     }
 }
 
+/// What a GET brought back: its status and its whole body, no longer than asked.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+impl WebhookClient {
+    /// GETs `url` (the same checks as a POST: forbidden addresses, no redirects, the
+    /// timeout over the whole exchange, body included) and reads its body whole, refusing one
+    /// longer than `max_bytes`. The error is an attempt's outcome and reason.
+    pub async fn get(&self, url: &TargetUrl, max_bytes: usize) -> Result<Fetched, Attempt> {
+        let deadline = Instant::now() + self.timeout;
+        if url.ip_literal().is_some() {
+            if let Err(refused) = resolve(url, self.allow_private).await {
+                return Err(from_refusal(&refused));
+            }
+        }
+        let mut request = Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = url.uri().clone();
+        request
+            .headers_mut()
+            .insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        let timed_out = || {
+            let detail = format!("no whole answer within {:?}", self.timeout);
+            Attempt::failed(AttemptOutcome::Timeout, detail)
+        };
+        let response = match timeout_at(deadline, self.client.request(request)).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(error)) => return Err(from_error(&error)),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status().as_u16();
+        let limited = http_body_util::Limited::new(response.into_body(), max_bytes);
+        match timeout_at(deadline, limited.collect()).await {
+            Err(_) => Err(timed_out()),
+            Ok(Err(error)) => Err(Attempt {
+                status: Some(status),
+                outcome: AttemptOutcome::Connection,
+                detail: format!("the body could not be read whole: {error}"),
+            }),
+            Ok(Ok(collected)) => Ok(Fetched {
+                status,
+                body: collected.to_bytes(),
+            }),
+        }
+    }
+}
+
 /// rustls on ring, named here rather than left to whichever provider is compiled in: aws-lc
 /// stays out of the tree. rustls 0.23.48 deprecates ring's provider for having no post-quantum
 /// key exchange; classical X25519 / P-256 is what it negotiates with receivers.

@@ -30,8 +30,9 @@ struct Payload<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Data<'a> {
-    /// The audit event exactly as `GET /api/v1/audit-events` shows it.
-    Event(EventView<'a>),
+    /// The audit event exactly as `GET /api/v1/audit-events` shows it (boxed: a view is far
+    /// larger than the other variants).
+    Event(Box<EventView<'a>>),
     /// `webhook.test`: the endpoint it was sent to.
     Test {
         #[serde(rename = "endpointId")]
@@ -45,7 +46,10 @@ enum Data<'a> {
 /// queued and its endpoint.
 pub fn body(delivery: &ClaimedDelivery) -> Bytes {
     let (timestamp, data) = match &delivery.event {
-        Some(event) => (event.occurred_at, Data::Event(EventView::from(event))),
+        Some(event) => (
+            event.occurred_at,
+            Data::Event(Box::new(EventView::from(event))),
+        ),
         None if delivery.event_type == TEST_EVENT_TYPE => (
             delivery.created_at,
             Data::Test {

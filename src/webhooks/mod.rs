@@ -13,7 +13,7 @@ mod signing;
 mod target;
 mod wake;
 
-pub use client::{Attempt, AttemptOutcome, WebhookClient, MAX_ANSWER_BYTES};
+pub use client::{Attempt, AttemptOutcome, Fetched, WebhookClient, MAX_ANSWER_BYTES};
 pub use dispatcher::Dispatcher;
 pub use expiry::warn_of_expiring_keys;
 pub use signing::{new_secret, WebhookSecret, SECRET_BYTES, SECRET_PREFIX};

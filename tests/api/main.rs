@@ -26,6 +26,7 @@ mod raw_http;
 mod restricted_keys;
 mod revocation_races;
 mod routes;
+mod secret_scanning;
 mod security;
 mod smoke;
 mod webhooks;

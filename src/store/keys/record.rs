@@ -115,12 +115,11 @@ pub(super) fn key_event(
     key: KeyId,
     project_id: Option<ProjectId>,
 ) -> Change {
-    Change {
+    Change::new(
         organization_id,
         action,
-        target_type: TargetType::Key,
-        target_id: key.as_uuid(),
+        TargetType::Key,
+        key.as_uuid(),
         project_id,
-        changes: None,
-    }
+    )
 }

@@ -2,12 +2,12 @@
 //! transaction, so the notice goes out only on commit.
 
 use super::ceiling::{recheck_caller, Caller, CallerRefusal};
-use super::locked::{announce_eviction, lock_key_in_scope};
+use super::locked::{announce_eviction, lock_key_in_scope, Announced};
 use super::record::key_event;
 use crate::audit::{Action, AuditContext};
 use crate::domain::{KeyHash, KeyId, KeyType, OrgId, ProjectId};
 use crate::notice::AckAddress;
-use crate::store::audit::record_event;
+use crate::store::audit::{record_event, Change};
 use crate::store::cached::CachedStatements;
 use crate::store::handle::Store;
 use crate::store::pool::StoreError;
@@ -66,15 +66,8 @@ impl Store {
                     listeners: Vec::new(),
                 });
             }
-            tx.execute_cached(
-                "UPDATE api_keys SET revoked_at = now() WHERE id = $1",
-                &[&key.as_uuid()],
-            )
-            .await
-            .map_err(StoreError::from)?;
             let change = key_event(Action::KeyRevoked, org, key, target.project_id);
-            record_event(&tx, &change, context).await?;
-            let announced = announce_eviction(&tx, target.hash, acks).await?;
+            let announced = revoke_locked(&tx, key, target.hash, &change, acks, context).await?;
             tx.commit().await.map_err(StoreError::from)?;
             Ok(RevokeOutcome {
                 hash: announced.hash,
@@ -84,4 +77,24 @@ impl Store {
         })
         .await
     }
+}
+
+/// Revokes key `key` (hash `hash`), already locked by `tx` and known unrevoked: its row, its
+/// `key.revoked` event (`change`) and the eviction notice, all sent on commit. What every
+/// revocation does, whoever asked for it.
+pub(super) async fn revoke_locked(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: KeyId,
+    hash: KeyHash,
+    change: &Change,
+    acks: &AckAddress,
+    context: &AuditContext,
+) -> Result<Announced, StoreError> {
+    tx.execute_cached(
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1",
+        &[&key.as_uuid()],
+    )
+    .await?;
+    record_event(tx, change, context).await?;
+    announce_eviction(tx, hash, acks).await
 }

@@ -107,7 +107,7 @@ impl Store {
                             event.id, event.action, event.occurred_at, event.actor_type,
                             event.actor_key_id, event.actor_prefix, event.target_type,
                             event.target_id, event.project_id, event.ip, event.user_agent,
-                            event.request_id, event.changes,
+                            event.request_id, event.changes, event.actor_provider, event.details,
                             delivery.id, delivery.endpoint_id, endpoint.url, endpoint.secret,
                             delivery.event_type, delivery.created_at, delivery.attempts
                      FROM webhook_deliveries delivery
@@ -128,14 +128,14 @@ impl Store {
                 .map(|row| ClaimedDelivery {
                     // The audit event's columns come first; all null for a test delivery.
                     event: row.get::<_, Option<Uuid>>(0).map(|_| event_record(row)),
-                    id: row.get(13),
-                    endpoint_id: row.get(14),
-                    url: row.get(15),
-                    secret: row.get(16),
-                    event_type: row.get(17),
-                    created_at: row.get(18),
-                    attempts: row.get(19),
-                    lease: lease_of(row.get(14)),
+                    id: row.get(15),
+                    endpoint_id: row.get(16),
+                    url: row.get(17),
+                    secret: row.get(18),
+                    event_type: row.get(19),
+                    created_at: row.get(20),
+                    attempts: row.get(21),
+                    lease: lease_of(row.get(16)),
                 })
                 .collect();
             let idle: Vec<usize> = (0..endpoints.len())

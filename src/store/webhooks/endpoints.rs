@@ -183,14 +183,7 @@ pub(super) async fn wake_dispatchers(
 }
 
 fn endpoint_change(action: Action, org: OrgId, endpoint: Uuid) -> Change {
-    Change {
-        organization_id: org,
-        action,
-        target_type: TargetType::WebhookEndpoint,
-        target_id: endpoint,
-        project_id: None,
-        changes: None,
-    }
+    Change::new(org, action, TargetType::WebhookEndpoint, endpoint, None)
 }
 
 fn endpoint_record(row: &tokio_postgres::Row) -> EndpointRecord {

@@ -6,7 +6,7 @@
 
 mod delivery;
 mod fleet;
-mod receiver;
+pub mod receiver;
 mod routes;
 
 use std::time::Duration;

@@ -1,0 +1,179 @@
+//! Reports that must change nothing: forged (tampered body, wrong identifier, another key's
+//! signature, missing headers), oversized, malformed after verifying, or for no provider.
+
+use actix_web::http::StatusCode;
+
+use super::partner::{KeysDocument, PartnerKey};
+use super::{events_with_action, report_of, scanning_app, send_report, send_with, REPORT_PATH};
+use crate::helpers::{assert_error, assert_validation_error, TestDatabase};
+
+#[actix_web::test]
+async fn forged_reports_are_refused_401_and_revoke_nothing() {
+    let partner = PartnerKey::new("k1");
+    let document = KeysDocument::serving(&[&partner]).await;
+    let db = TestDatabase::create().await;
+    let app = scanning_app(db.clone(), &document).await;
+    let org = app.create_org("Forged").await;
+    let (_, live) = app.new_project_key(&org).await;
+    let body = report_of(&[&live]);
+    let signature = partner.sign(&body);
+    let id = partner.identifier.as_bytes();
+
+    // A tampered body: signed one thing, sent another.
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    let forged = [
+        send_with(
+            &app,
+            &[
+                ("Github-Public-Key-Identifier", id),
+                ("Github-Public-Key-Signature", signature.as_bytes()),
+            ],
+            tampered,
+        )
+        .await,
+        // An identifier the partner does not publish.
+        send_with(
+            &app,
+            &[
+                ("Github-Public-Key-Identifier", b"nobody"),
+                ("Github-Public-Key-Signature", signature.as_bytes()),
+            ],
+            body.clone(),
+        )
+        .await,
+        // Signed by another key, under the partner's identifier.
+        send_with(
+            &app,
+            &[
+                ("Github-Public-Key-Identifier", id),
+                (
+                    "Github-Public-Key-Signature",
+                    PartnerKey::new("k1").sign(&body).as_bytes(),
+                ),
+            ],
+            body.clone(),
+        )
+        .await,
+        // Headers missing, one or both.
+        send_with(
+            &app,
+            &[("Github-Public-Key-Signature", signature.as_bytes())],
+            body.clone(),
+        )
+        .await,
+        send_with(&app, &[("Github-Public-Key-Identifier", id)], body.clone()).await,
+        send_with(&app, &[], body.clone()).await,
+        // Not base64, not DER.
+        send_with(
+            &app,
+            &[
+                ("Github-Public-Key-Identifier", id),
+                ("Github-Public-Key-Signature", b"%%%"),
+            ],
+            body.clone(),
+        )
+        .await,
+        send_with(
+            &app,
+            &[
+                ("Github-Public-Key-Identifier", id),
+                ("Github-Public-Key-Signature", b"AAAA"),
+            ],
+            body.clone(),
+        )
+        .await,
+    ];
+    for reply in &forged {
+        assert_error(reply, StatusCode::UNAUTHORIZED, "invalid_signature");
+        assert!(!reply.text.contains(&live), "{reply:?}");
+    }
+    assert_eq!(app.verify(&live).await.status, StatusCode::OK);
+    assert_eq!(events_with_action(&db, "key.revoked").await, 0);
+    // Header names compare case-insensitively: the genuine report, in lowercase, works.
+    let reply = send_with(
+        &app,
+        &[
+            ("github-public-key-identifier", id),
+            ("GITHUB-PUBLIC-KEY-SIGNATURE", signature.as_bytes()),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_error(
+        &app.verify(&live).await,
+        StatusCode::UNAUTHORIZED,
+        "key_revoked",
+    );
+    assert!(
+        app.metric("logstitch_secret_scanning_reports_total{outcome=\"bad_signature\",provider=\"github\"}")
+            .await
+            >= 3.0
+    );
+}
+
+#[actix_web::test]
+async fn oversized_malformed_and_unknown_reports_change_nothing() {
+    let partner = PartnerKey::new("k1");
+    let document = KeysDocument::serving(&[&partner]).await;
+    let db = TestDatabase::create().await;
+    let app = scanning_app(db.clone(), &document).await;
+    let org = app.create_org("Malformed").await;
+    let (_, live) = app.new_project_key(&org).await;
+
+    // Over 1 MiB: 413 before any signature is looked at (here there is none).
+    let huge = vec![b' '; 1024 * 1024 + 1];
+    assert_error(
+        &send_with(&app, &[], huge).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    // Exactly 1 MiB is read (and then judged by its signature).
+    let most = vec![b' '; 1024 * 1024];
+    assert_error(
+        &send_with(&app, &[], most).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_signature",
+    );
+
+    // Verified, but not what a report is: 400, and nothing in it acted on (the live key in
+    // the first entry stays live).
+    let live_entry = format!(r#"{{"token":"{live}","type":"t"}}"#);
+    let mut too_many = vec![live_entry.clone()];
+    too_many.extend(std::iter::repeat_n(
+        r#"{"token":"x","type":"t"}"#.to_owned(),
+        1000,
+    ));
+    for body in [
+        r#"{"token":"x","type":"t"}"#.to_owned(),
+        format!("[{live_entry}, {{\"token\": 5, \"type\": \"t\"}}]"),
+        format!("[{live_entry}, {{\"token\": \"x\"}}]"),
+        format!("[{live_entry}, \"x\"]"),
+        format!("[{}]", too_many.join(",")),
+        "not json".to_owned(),
+    ] {
+        let reply = send_report(&app, &partner, body.as_bytes()).await;
+        let fields = assert_validation_error(&reply);
+        assert!(!fields.is_empty(), "{reply:?}");
+        assert!(!reply.text.contains(&live), "{reply:?}");
+    }
+    assert_eq!(app.verify(&live).await.status, StatusCode::OK);
+    assert_eq!(events_with_action(&db, "key.revoked").await, 0);
+
+    // No provider of that name: 404, whatever is sent.
+    let reply = app
+        .raw(
+            actix_web::http::Method::POST,
+            "/api/v1/secret-scanning/gitlab",
+            &[],
+            report_of(&[&live]),
+        )
+        .await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
+    let reply = app
+        .raw(actix_web::http::Method::GET, REPORT_PATH, &[], Vec::new())
+        .await;
+    assert_error(&reply, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_eq!(app.verify(&live).await.status, StatusCode::OK);
+}

@@ -1,0 +1,234 @@
+//! Verified reports: labels, revocations seen by every instance, one event and one `key.leaked`
+//! delivery per revoked key, replays, key rotation, and look-alikes that cost no query.
+
+use actix_web::http::StatusCode;
+use logstitch_gateway::domain::{ApiKey, KeyHash, KeyType};
+use serde_json::json;
+
+use super::partner::{KeysDocument, PartnerKey};
+use super::{events_with_action, labels, look_alike, report_of, scanning_app, send_report, QUICK};
+use crate::helpers::{assert_error, TestDatabase};
+use crate::webhooks::new_endpoint;
+use crate::webhooks::receiver::Receiver;
+
+#[actix_web::test]
+async fn a_signed_report_revokes_the_live_keys_on_every_instance_and_labels_every_token() {
+    let partner = PartnerKey::new("github-key-1");
+    let document = KeysDocument::serving(&[&partner]).await;
+    let db = TestDatabase::create().await;
+    let a = scanning_app(db.clone(), &document).await;
+    let b = scanning_app(db.clone(), &document).await;
+    let org = a.create_org("Leaky").await;
+    let receiver = Receiver::start().await;
+    let (_, secret) = new_endpoint(&a, &org, &receiver.url(), json!(["key.leaked"])).await;
+    let (_, live) = a.new_project_key(&org).await;
+    let (revoked_id, revoked) = a.new_project_key(&org).await;
+    assert_eq!(
+        a.revoke_key(&org.master_key, &revoked_id).await.status,
+        StatusCode::OK
+    );
+    // Both instances have the live keys cached as valid before the report.
+    for app in [&a, &b] {
+        assert_eq!(app.verify(&live).await.status, StatusCode::OK);
+        assert_eq!(app.verify(&org.master_key).await.status, StatusCode::OK);
+    }
+    let unknown = ApiKey::generate(KeyType::Project);
+    let fake = look_alike(&live);
+    let tokens = [
+        live.as_str(),
+        org.master_key.as_str(),
+        revoked.as_str(),
+        fake.as_str(),
+        unknown.expose(),
+    ];
+    let reply = send_report(&a, &partner, &report_of(&tokens)).await;
+    assert_eq!(
+        labels(&reply),
+        [
+            "true_positive",
+            "true_positive",
+            "true_positive",
+            "false_positive",
+            "false_positive"
+        ]
+    );
+    let items = reply.body.as_array().unwrap();
+    for (item, token) in items.iter().zip(tokens) {
+        assert_eq!(item["token_hash"], KeyHash::of(token).to_hex());
+        assert_eq!(item["token_type"], "logstitch_key");
+    }
+    assert!(reply.headers.contains_key("x-request-id"), "{reply:?}");
+    assert!(!reply.text.contains(&live) && !reply.text.contains(&org.master_key));
+    // As soon as the answer arrives, neither live key works anywhere.
+    for app in [&a, &b] {
+        assert_error(
+            &app.verify(&live).await,
+            StatusCode::UNAUTHORIZED,
+            "key_revoked",
+        );
+        assert_error(
+            &app.verify(&org.master_key).await,
+            StatusCode::UNAUTHORIZED,
+            "key_revoked",
+        );
+    }
+    // One key.revoked event each (the already-revoked key's first revoke is the third).
+    assert_eq!(events_with_action(&db, "key.revoked").await, 3);
+    // One key.leaked delivery each, its data that event, verified as a receiver would.
+    assert!(
+        receiver.wait_for(2, QUICK).await,
+        "{:?}",
+        receiver.received()
+    );
+    let mut leaked_ids = Vec::new();
+    for delivery in receiver.received() {
+        delivery.verify(&secret);
+        let body = delivery.json();
+        assert_eq!(body["type"], "key.leaked", "{body}");
+        let event = &body["data"];
+        assert_eq!(event["action"], "key.revoked");
+        assert_eq!(
+            event["actor"],
+            json!({"type": "secret_scanning", "provider": "github"})
+        );
+        assert_eq!(
+            event["details"],
+            json!({"reason": "leaked", "url": "https://github.com/acme/app/blob/main/.env",
+                   "source": "content"})
+        );
+        leaked_ids.push(event["target"]["id"].as_str().unwrap().to_owned());
+    }
+    leaked_ids.sort();
+    leaked_ids.dedup();
+    assert_eq!(leaked_ids.len(), 2, "{leaked_ids:?}");
+    assert_eq!(
+        a.metric("logstitch_secret_scanning_keys_revoked_total{key_type=\"master\",provider=\"github\"}")
+            .await
+            + a.metric("logstitch_secret_scanning_keys_revoked_total{key_type=\"project\",provider=\"github\"}")
+                .await,
+        2.0
+    );
+}
+
+#[actix_web::test]
+async fn a_replayed_report_answers_the_same_labels_and_changes_nothing() {
+    let partner = PartnerKey::new("k1");
+    let document = KeysDocument::serving(&[&partner]).await;
+    let db = TestDatabase::create().await;
+    let app = scanning_app(db.clone(), &document).await;
+    let org = app.create_org("Replayed").await;
+    let (_, live) = app.new_project_key(&org).await;
+    let body = report_of(&[&live, &look_alike(&live)]);
+    let first = send_report(&app, &partner, &body).await;
+    assert_eq!(labels(&first), ["true_positive", "false_positive"]);
+    let events = events_with_action(&db, "key.revoked").await;
+    assert_eq!(events, 1);
+    let again = send_report(&app, &partner, &body).await;
+    assert_eq!(again.body, first.body);
+    assert_eq!(events_with_action(&db, "key.revoked").await, events);
+    // The same token twice in one report: revoked once.
+    let (_, other) = app.new_project_key(&org).await;
+    let twice = send_report(&app, &partner, &report_of(&[&other, &other])).await;
+    assert_eq!(labels(&twice), ["true_positive", "true_positive"]);
+    assert_eq!(events_with_action(&db, "key.revoked").await, events + 1);
+}
+
+#[actix_web::test]
+async fn an_expired_key_is_a_true_positive_with_nothing_to_revoke() {
+    let partner = PartnerKey::new("k1");
+    let document = KeysDocument::serving(&[&partner]).await;
+    let db = TestDatabase::create().await;
+    let app = scanning_app(db.clone(), &document).await;
+    let org = app.create_org("Expired").await;
+    let (id, key) = app.new_project_key(&org).await;
+    db.client()
+        .await
+        .execute(
+            "UPDATE api_keys SET expires_at = now() - interval '1 minute' WHERE id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let reply = send_report(&app, &partner, &report_of(&[&key])).await;
+    assert_eq!(labels(&reply), ["true_positive"]);
+    assert_eq!(events_with_action(&db, "key.revoked").await, 0);
+}
+
+#[actix_web::test]
+async fn a_rotated_partner_key_is_picked_up_by_one_refetch() {
+    let old = PartnerKey::new("old");
+    let document = KeysDocument::serving(&[&old]).await;
+    let db = TestDatabase::create().await;
+    let app = scanning_app(db.clone(), &document).await;
+    let org = app.create_org("Rotated").await;
+    let (_, first) = app.new_project_key(&org).await;
+    let reply = send_report(&app, &old, &report_of(&[&first])).await;
+    assert_eq!(labels(&reply), ["true_positive"]);
+    assert_eq!(document.fetches(), 1);
+    // The partner rotates: a new key, listed beside the old one.
+    let new = PartnerKey::new("new");
+    document.publish(&[&old, &new]);
+    let (_, second) = app.new_project_key(&org).await;
+    let reply = send_report(&app, &new, &report_of(&[&second])).await;
+    assert_eq!(labels(&reply), ["true_positive"]);
+    assert_eq!(document.fetches(), 2);
+    assert_error(
+        &app.verify(&second).await,
+        StatusCode::UNAUTHORIZED,
+        "key_revoked",
+    );
+    // Within refetch_min_interval_secs, an identifier nobody published fetches nothing more.
+    let stranger = PartnerKey::new("made-up");
+    for _ in 0..5 {
+        let forged = send_report(&app, &stranger, &report_of(&[&first])).await;
+        assert_error(&forged, StatusCode::UNAUTHORIZED, "invalid_signature");
+    }
+    assert_eq!(document.fetches(), 2);
+    // The old key still verifies (any listed key, current or not).
+    let (_, third) = app.new_project_key(&org).await;
+    assert_eq!(
+        labels(&send_report(&app, &old, &report_of(&[&third])).await),
+        ["true_positive"]
+    );
+}
+
+#[actix_web::test]
+async fn a_thousand_look_alikes_are_answered_with_no_database_query() {
+    let partner = PartnerKey::new("k1");
+    let document = KeysDocument::serving(&[&partner]).await;
+    let app = scanning_app(TestDatabase::create().await, &document).await;
+    let org = app.create_org("Crowded").await;
+    let (_, live) = app.new_project_key(&org).await;
+    let fakes: Vec<String> = (0..1000)
+        .map(|i| {
+            let mut chars: Vec<char> = live.chars().collect();
+            // Vary the random part and keep the old checksum: our format, a failing checksum.
+            chars[3 + i % 32] = if chars[3 + i % 32] == 'Z' { 'Y' } else { 'Z' };
+            chars[4 + (i / 32) % 31] = if chars[4 + (i / 32) % 31] == 'q' {
+                'r'
+            } else {
+                'q'
+            };
+            chars.into_iter().collect()
+        })
+        .collect();
+    let tokens: Vec<&str> = fakes.iter().map(String::as_str).collect();
+    let before = app.metric("logstitch_secret_scanning_lookups_total").await;
+    let reply = send_report(&app, &partner, &report_of(&tokens)).await;
+    let answered = labels(&reply);
+    assert_eq!(answered.len(), 1000);
+    assert!(answered.iter().all(|label| label == "false_positive"));
+    assert_eq!(
+        app.metric("logstitch_secret_scanning_lookups_total").await,
+        before
+    );
+    assert_eq!(app.verify(&live).await.status, StatusCode::OK);
+    // A well-formed token, by contrast, is looked up: one query for the whole report.
+    let unknown = ApiKey::generate(KeyType::Project);
+    let reply = send_report(&app, &partner, &report_of(&[unknown.expose(), &live])).await;
+    assert_eq!(labels(&reply), ["false_positive", "true_positive"]);
+    assert_eq!(
+        app.metric("logstitch_secret_scanning_lookups_total").await,
+        before + 1.0
+    );
+}
