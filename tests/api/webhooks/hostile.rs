@@ -1,0 +1,65 @@
+//! What a hostile customer or a slow database can make of webhooks: an attempt never outlives
+//! its endpoint's lease (so no delivery goes out twice at once).
+
+use std::time::Duration;
+
+use actix_web::http::{Method, StatusCode};
+use serde_json::json;
+
+use super::receiver::{Answer, Receiver};
+use super::{new_endpoint, receivable, wait_for_status};
+use crate::helpers::{spawn_app_with, TestDatabase};
+
+#[actix_web::test]
+async fn an_attempt_claimed_late_ends_before_its_lease_so_it_is_never_sent_twice_at_once() {
+    // Leases last timeout + 5 s = 7 s. The claim's second statement (which reads the audit
+    // event) is held up by a lock for most of that; the attempt that follows must still be
+    // over before the lease is, or the next claim sends the same delivery beside it.
+    let app = spawn_app_with(TestDatabase::create().await, |settings| {
+        receivable(settings);
+        settings.webhooks.timeout = Duration::from_secs(2);
+        settings.webhooks.poll_interval = Duration::from_millis(100);
+        settings.database.statement_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let org = app.create_org("Acme").await;
+    let receiver = Receiver::start().await;
+    // Each answer takes 1.9 s: within the timeout, but not within what the stall leaves.
+    receiver.answer_by_default(Answer::Slow(200, Duration::from_millis(1900)));
+    let (endpoint, _) = new_endpoint(&app, &org, &receiver.url(), json!(["key.revoked"])).await;
+
+    let mut locker = app.db.client().await;
+    let stall = locker.transaction().await.unwrap();
+    stall
+        .batch_execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let queued = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/webhook-endpoints/{endpoint}/test"),
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{queued:?}");
+    // The dispatcher leases the endpoint at once, then waits on the lock.
+    actix_rt::time::sleep(Duration::from_millis(6200)).await;
+    stall.commit().await.unwrap();
+
+    wait_for_status(&app, &org, &endpoint, "delivered", Duration::from_secs(15)).await;
+    // Whatever became of the late attempt, the next one waited for it.
+    actix_rt::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        receiver.most_in_flight(),
+        1,
+        "one delivery was sent twice at once: {:#?}",
+        receiver.received()
+    );
+    let ids: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|request| request.header("webhook-id").to_owned())
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+}
