@@ -1,6 +1,7 @@
-//! What a hostile customer or a slow database can make of webhooks: an attempt never outlives
-//! its endpoint's lease (so no delivery goes out twice at once), and a caller repeating
-//! `…/test` can't grow the outbox.
+//! What a hostile customer, a slow database or an odd address can make of webhooks: an attempt
+//! never outlives its endpoint's lease (so no delivery goes out twice at once), a caller
+//! repeating `…/test` can't grow the outbox, and IPv6 targets outside global unicast are
+//! refused.
 
 use std::time::Duration;
 
@@ -8,8 +9,8 @@ use actix_web::http::{Method, StatusCode};
 use serde_json::json;
 
 use super::receiver::{Answer, Receiver};
-use super::{delivery_items, new_endpoint, receivable, wait_for_status};
-use crate::helpers::{eventually, spawn_app_with, TestDatabase};
+use super::{create_endpoint, delivery_items, new_endpoint, receivable, wait_for_status};
+use crate::helpers::{assert_validation_error, eventually, spawn_app_with, TestDatabase};
 
 #[actix_web::test]
 async fn an_attempt_claimed_late_ends_before_its_lease_so_it_is_never_sent_twice_at_once() {
@@ -111,4 +112,38 @@ async fn asking_for_tests_again_while_one_is_pending_queues_no_more() {
     assert_eq!(ask().await.status, StatusCode::ACCEPTED);
     assert!(receiver.wait_for(3, Duration::from_secs(5)).await);
     assert_eq!(delivery_items(&app, &org, &endpoint).await.len(), 2);
+}
+
+#[actix_web::test]
+async fn ipv6_targets_outside_global_unicast_are_refused() {
+    let app = spawn_app_with(TestDatabase::create().await, |settings| {
+        settings.webhooks.allow_http = true;
+    })
+    .await;
+    let org = app.create_org("Acme").await;
+    for url in [
+        // IPv4-translated (RFC 2765): the IPv4 inside is loopback, or private.
+        "http://[::ffff:0:7f00:1]/hook",
+        "http://[::ffff:0:a00:1]/hook",
+        // SRv6 segment identifiers, and unallocated space.
+        "http://[5f00::1]/hook",
+        "http://[4000::1]/hook",
+        "http://[e000::1]/hook",
+    ] {
+        let reply =
+            create_endpoint(&app, &org.master_key, &json!({"url": url, "events": ["*"]})).await;
+        assert_eq!(
+            assert_validation_error(&reply),
+            ["url"],
+            "{url} was accepted"
+        );
+    }
+    // Global unicast is not (nothing listens there: the endpoint is only created).
+    let reply = create_endpoint(
+        &app,
+        &org.master_key,
+        &json!({"url": "http://[2606:4700:4700::1111]/hook", "events": ["*"]}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
 }
