@@ -1,7 +1,8 @@
 //! What a hostile customer, a slow database or an odd address can make of webhooks: an attempt
 //! never outlives its endpoint's lease (so no delivery goes out twice at once), a caller
 //! repeating `…/test` can't grow the outbox, and IPv6 targets outside global unicast are
-//! refused.
+//! refused. Also what already held and must keep holding: the endpoint limit under concurrent
+//! creates on two instances, and a delivery retried only through its own endpoint.
 
 use std::time::Duration;
 
@@ -146,4 +147,79 @@ async fn ipv6_targets_outside_global_unicast_are_refused() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+}
+
+#[actix_web::test]
+async fn concurrent_creates_on_two_instances_never_pass_the_endpoint_limit() {
+    let db = TestDatabase::create().await;
+    let apps = [
+        spawn_app_with(db.clone(), receivable).await,
+        spawn_app_with(db, receivable).await,
+    ];
+    let org = apps[0].create_org("Acme").await;
+    let body = json!({"url": "http://127.0.0.1:9/hook", "events": ["*"]});
+    let creates = (0..24).map(|at| create_endpoint(&apps[at % 2], &org.master_key, &body));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(creates)
+        .await
+        .iter()
+        .map(|reply| reply.status)
+        .collect();
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, refused), (10, 14), "{statuses:?}");
+    let listed = apps[1]
+        .request(
+            Method::GET,
+            "/api/v1/webhook-endpoints",
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    assert_eq!(listed.body["endpoints"].as_array().unwrap().len(), 10);
+}
+
+#[actix_web::test]
+async fn a_delivery_is_retried_only_through_its_own_endpoint() {
+    let app = spawn_app_with(TestDatabase::create().await, |settings| {
+        receivable(settings);
+        settings.webhooks.retry_schedule = Vec::new();
+    })
+    .await;
+    let org = app.create_org("Acme").await;
+    let other = app.create_org("Other").await;
+    let receiver = Receiver::start().await;
+    receiver.answer_by_default(Answer::Status(500));
+    let (failing, _) = new_endpoint(&app, &org, &receiver.url(), json!(["key.created"])).await;
+    let (sibling, _) = new_endpoint(&app, &org, &receiver.url(), json!(["key.revoked"])).await;
+    let (foreign, _) = new_endpoint(&app, &other, &receiver.url(), json!(["key.revoked"])).await;
+    app.new_project_key(&org).await;
+    let items = wait_for_status(&app, &org, &failing, "failed", Duration::from_secs(10)).await;
+    let delivery = items[0]["id"].as_str().unwrap();
+    let retry = |endpoint: &str| {
+        format!("/api/v1/webhook-endpoints/{endpoint}/deliveries/{delivery}/retry")
+    };
+    for (endpoint, token) in [
+        (&sibling, &org.master_key),
+        (&foreign, &other.master_key),
+        (&failing, &other.master_key),
+    ] {
+        let reply = app
+            .request(Method::POST, &retry(endpoint), Some(token), None)
+            .await;
+        crate::helpers::assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
+    }
+    assert_eq!(
+        delivery_items(&app, &org, &failing).await[0]["status"],
+        "failed"
+    );
+    let reply = app
+        .request(Method::POST, &retry(&failing), Some(&org.master_key), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:?}");
 }
