@@ -3,8 +3,9 @@
 //! every name itself through `CheckedResolver` at each new connection, so a name that starts
 //! resolving to a forbidden address between two attempts (or between a check and a connect) is
 //! refused; IP literals, which the connector does not resolve, are checked before sending.
-//! Redirects are not followed (a 3xx is a failed status). The timeout bounds connect, send and
-//! the response head; at most `MAX_ANSWER_BYTES` of the answer are read, within what is left.
+//! Redirects are not followed (a 3xx is a failed status). The timeout (or the caller's earlier
+//! deadline: the endpoint's lease) bounds connect, TLS, send and the response head; at most
+//! `MAX_ANSWER_BYTES` of the answer are read, within what is left.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -99,14 +100,26 @@ impl WebhookClient {
         }
     }
 
-    /// POSTs `body` with `headers` to `url` and judges the answer.
+    /// POSTs `body` with `headers` to `url` and judges the answer, within the timeout.
     pub async fn post(
         &self,
         url: &TargetUrl,
         headers: &[(HeaderName, HeaderValue)],
         body: Bytes,
     ) -> Attempt {
-        let deadline = Instant::now() + self.timeout;
+        self.post_until(url, headers, body, Instant::now() + self.timeout)
+            .await
+    }
+
+    /// `post`, over by `deadline` (the timeout, or sooner: when the endpoint's lease ends).
+    pub async fn post_until(
+        &self,
+        url: &TargetUrl,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+        deadline: Instant,
+    ) -> Attempt {
+        let budget = deadline.saturating_duration_since(Instant::now());
         if url.ip_literal().is_some() {
             if let Err(refused) = resolve(url, self.allow_private).await {
                 return from_refusal(&refused);
@@ -115,7 +128,7 @@ impl WebhookClient {
         let response =
             match timeout_at(deadline, self.client.request(request(url, headers, body))).await {
                 Err(_) => {
-                    let detail = format!("no response within {:?}", self.timeout);
+                    let detail = format!("no response within {budget:?}");
                     return Attempt::failed(AttemptOutcome::Timeout, detail);
                 }
                 Ok(Err(error)) => return from_error(&error),

@@ -26,6 +26,8 @@ use crate::store::{AfterAttempt, AttemptRecord, ClaimedDelivery, Store};
 
 /// A retry falls due on the database's clock; the local timer waits this much longer.
 const RETRY_SLACK: Duration = Duration::from_millis(20);
+/// An attempt is over this long before its endpoint's lease, at the latest.
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
 
 pub struct Dispatcher {
     pub store: Store,
@@ -65,6 +67,9 @@ impl Dispatcher {
         loop {
             let room = webhooks.concurrency.get() - in_flight.len();
             if room > 0 {
+                // The leases begin on the database's clock, after this instant: whatever the
+                // clocks say, a lease taken now ends no sooner than `claimed_at + lease`.
+                let claimed_at = Instant::now();
                 match self
                     .store
                     .claim_webhook_deliveries(room, webhooks.lease())
@@ -72,8 +77,9 @@ impl Dispatcher {
                 {
                     Ok(claimed) => {
                         outage = false;
+                        let lease_ends = claimed_at + webhooks.lease();
                         for delivery in claimed {
-                            in_flight.spawn(attempter.clone().attempt(delivery));
+                            in_flight.spawn(attempter.clone().attempt(delivery, lease_ends));
                         }
                     }
                     Err(error) if !outage => {
@@ -117,14 +123,31 @@ impl Dispatcher {
 
 impl Attempter {
     /// One attempt, counted and recorded; when the delivery is retried, when (locally).
-    async fn attempt(self: Arc<Self>, delivery: ClaimedDelivery) -> Option<Instant> {
+    ///
+    /// The attempt ends before the endpoint's lease does (`lease_ends`, as this instance can
+    /// bound it), however long the claim took: once the lease is over another instance may
+    /// claim the same delivery, and it must not find this attempt still sending. With no time
+    /// left nothing is sent: the lease runs out and the delivery is claimed again.
+    async fn attempt(
+        self: Arc<Self>,
+        delivery: ClaimedDelivery,
+        lease_ends: Instant,
+    ) -> Option<Instant> {
         let webhooks = &self.settings.webhooks;
         let started = Instant::now();
         let started_at = Utc::now();
+        let must_end = (started + webhooks.timeout).min(lease_ends - LEASE_MARGIN);
+        if must_end <= started {
+            tracing::warn!(delivery_id = %delivery.id, endpoint_id = %delivery.endpoint_id, "webhook claim took the whole lease; the delivery is attempted once the lease is over");
+            return None;
+        }
         let attempt = match parse_url(&delivery.url, webhooks.allow_http) {
             Ok(url) => {
                 let sent = message(&delivery, started_at.timestamp());
-                self.client.post(&url, &sent.headers, sent.body).await
+                let client = &self.client;
+                client
+                    .post_until(&url, &sent.headers, sent.body, must_end)
+                    .await
             }
             // Stored when it was valid; the settings have changed since (allow_http).
             Err(problem) => Attempt {

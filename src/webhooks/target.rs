@@ -181,7 +181,8 @@ fn check(
 /// Whether an address is never a webhook target (without `allow_private_targets`): loopback,
 /// private, shared (CGNAT), link-local, multicast, unspecified, broadcast, documentation,
 /// benchmarking and other special-purpose ranges. IPv6 forms that carry an IPv4 address
-/// (mapped, compatible, NAT64, 6to4) are judged by that address.
+/// (mapped, compatible, NAT64, 6to4) are judged by that address; any other IPv6 address
+/// outside global unicast (2000::/3) is refused.
 pub fn is_forbidden(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
@@ -208,7 +209,12 @@ const FORBIDDEN_V4: &[([u8; 4], u32)] = &[
     ([240, 0, 0, 0], 4),     // reserved, and 255.255.255.255 broadcast
 ];
 
-/// IPv6 blocks refused outright (those carrying IPv4 are judged in `forbidden_v6`).
+/// 2000::/3, the only IPv6 space allocated for global unicast: outside it (and the forms
+/// carrying an IPv4 address) nothing is a webhook target.
+const GLOBAL_UNICAST_V6: u128 = 0x2000 << 112;
+
+/// IPv6 blocks refused within global unicast (those carrying IPv4 are judged in
+/// `forbidden_v6`); fc00::/7 and the rest outside 2000::/3 are listed for the reader.
 const FORBIDDEN_V6: &[(u128, u32)] = &[
     (0x0064_ff9b_0001 << 80, 48), // local-use NAT64 (RFC 8215)
     (0x0100 << 112, 64),          // discard-only
@@ -250,9 +256,12 @@ fn forbidden_v6(ip: Ipv6Addr) -> bool {
     if in_block(bits, 128, 0x2002 << 112, 16) {
         return forbidden_v4(embedded(bits >> 80));
     }
-    FORBIDDEN_V6
-        .iter()
-        .any(|(net, prefix)| in_block(bits, 128, *net, *prefix))
+    // Only global unicast (2000::/3) is routed on the Internet; everything else (IPv4-translated
+    // ::ffff:0:0/96, SRv6 5f00::/16, unassigned space) is never a receiver.
+    !in_block(bits, 128, GLOBAL_UNICAST_V6, 3)
+        || FORBIDDEN_V6
+            .iter()
+            .any(|(net, prefix)| in_block(bits, 128, *net, *prefix))
 }
 
 #[cfg(test)]
@@ -315,6 +324,11 @@ mod tests {
             "2001::1",
             "64:ff9b:1::1",
             "100::1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            "5f00::1",
+            "4000::1",
+            "e000::1",
         ] {
             assert!(forbidden(ip), "{ip} should be forbidden");
         }

@@ -9,6 +9,7 @@
 //! count, still pending), and the lease released only if it is still ours: an instance that
 //! outlived its lease can't undo what the next holder did.
 
+use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -19,8 +20,9 @@ use crate::store::cached::CachedStatements;
 use crate::store::handle::Store;
 use crate::store::pool::StoreError;
 
-/// A delivery this instance may now attempt, with everything the attempt needs.
-#[derive(Debug, Clone)]
+/// A delivery this instance may now attempt, with everything the attempt needs. Its `Debug`
+/// leaves the secret out.
+#[derive(Clone)]
 pub struct ClaimedDelivery {
     pub id: Uuid,
     pub endpoint_id: Uuid,
@@ -36,6 +38,22 @@ pub struct ClaimedDelivery {
     pub attempts: i32,
     /// The endpoint's lease, as set by the claim: released by the recorded outcome.
     pub lease: DateTime<Utc>,
+}
+
+impl fmt::Debug for ClaimedDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClaimedDelivery")
+            .field("id", &self.id)
+            .field("endpoint_id", &self.endpoint_id)
+            .field("url", &self.url)
+            .field("secret", &"..")
+            .field("event_type", &self.event_type)
+            .field("created_at", &self.created_at)
+            .field("event", &self.event)
+            .field("attempts", &self.attempts)
+            .field("lease", &self.lease)
+            .finish()
+    }
 }
 
 /// What becomes of a delivery after an attempt.
@@ -232,4 +250,27 @@ async fn release(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let claimed = ClaimedDelivery {
+            id: Uuid::nil(),
+            endpoint_id: Uuid::nil(),
+            url: "https://example.com/hook".to_owned(),
+            secret: vec![0xAB; 32],
+            event_type: "webhook.test".to_owned(),
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            event: None,
+            attempts: 0,
+            lease: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        let shown = format!("{claimed:?}");
+        assert!(shown.contains("secret: \"..\""), "{shown}");
+        assert!(!shown.contains("171, 171"), "{shown}");
+    }
 }

@@ -2,10 +2,12 @@
 //! a real receiver on loopback that verifies each request with a Standard Webhooks library
 //! (`delivery`: signatures, retries, timeouts, rollbacks, SSRF), and what takes more than one
 //! process (`fleet`: a crash between commit and delivery, instances sharing one queue, expiry
-//! warnings with three instances). `receiver` is the loopback receiver.
+//! warnings with three instances); what a hostile customer or a slow database could make of
+//! them (`hostile`). `receiver` is the loopback receiver.
 
 mod delivery;
 mod fleet;
+mod hostile;
 pub mod receiver;
 mod routes;
 

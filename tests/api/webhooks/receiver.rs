@@ -70,6 +70,9 @@ impl Received {
 struct Shared {
     received: Vec<Received>,
     script: VecDeque<Answer>,
+    /// Requests received and neither answered nor abandoned by the sender yet.
+    in_flight: usize,
+    most_in_flight: usize,
 }
 
 pub struct Receiver {
@@ -135,6 +138,12 @@ impl Receiver {
         self.shared.lock().unwrap().received.clone()
     }
 
+    /// The most requests that were ever open at once (received, and neither answered nor
+    /// dropped by the sender).
+    pub fn most_in_flight(&self) -> usize {
+        self.shared.lock().unwrap().most_in_flight
+    }
+
     /// Waits until at least `count` requests came (false after `within`).
     pub async fn wait_for(&self, count: usize, within: Duration) -> bool {
         crate::helpers::eventually(within, || async { self.received().len() >= count }).await
@@ -194,22 +203,34 @@ async fn serve(
             body,
             at: std::time::Instant::now(),
         });
+        shared.in_flight += 1;
+        shared.most_in_flight = shared.most_in_flight.max(shared.in_flight);
         shared
             .script
             .pop_front()
             .unwrap_or(*default.lock().unwrap())
     };
-    let status = match answer {
-        Answer::Status(status) => status,
-        Answer::Slow(status, delay) => {
-            tokio::time::sleep(delay).await;
-            status
-        }
-        Answer::Hang => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            return Ok(());
-        }
+    let answered = answer_request(&mut stream, answer).await;
+    shared.lock().unwrap().in_flight -= 1;
+    answered
+}
+
+/// Answers as scripted; a sender that closes the connection while the answer waits ends it.
+async fn answer_request(stream: &mut TcpStream, answer: Answer) -> std::io::Result<()> {
+    let (status, delay) = match answer {
+        Answer::Status(status) => (status, Duration::ZERO),
+        Answer::Slow(status, delay) => (status, delay),
+        Answer::Hang => (0, Duration::from_secs(3600)),
     };
+    let mut rest = [0u8; 1024];
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        // The sender gave up (or sent more than one request, which it never does).
+        _ = stream.read(&mut rest) => return Ok(()),
+    }
+    if let Answer::Hang = answer {
+        return Ok(());
+    }
     let response =
         format!("HTTP/1.1 {status} Whatever\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
     stream.write_all(response.as_bytes()).await?;
