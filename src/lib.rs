@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod invalidation;
 pub mod metrics;
 pub mod notice;
+pub mod outbound;
 pub mod rate_limit;
 pub mod request_id;
 pub mod reserved_paths;

@@ -11,7 +11,7 @@ use super::public_keys::{KeyLookup, PublicKeys};
 use super::signature::verifies;
 use crate::configuration::{SecretScanningSettings, SettingsError};
 use crate::metrics::{Metrics, ReportOutcome};
-use crate::webhooks::{parse_url, WebhookClient};
+use crate::outbound::{parse_url, OutboundClient};
 
 /// One partner, as `[[secret_scanning.providers]]` configures it.
 pub struct Provider {
@@ -75,7 +75,7 @@ pub struct Providers(HashMap<String, Provider>);
 impl Providers {
     /// From the settings (already checked at load; checked again here for the URL's form).
     pub fn from_settings(settings: &SecretScanningSettings) -> Result<Providers, SettingsError> {
-        let client = WebhookClient::new(settings.fetch_timeout, settings.allow_private_targets);
+        let client = OutboundClient::new(settings.fetch_timeout, settings.allow_private_targets);
         let mut providers = HashMap::new();
         for (index, provider) in settings.providers()?.into_iter().enumerate() {
             let url = parse_url(&provider.keys_url, settings.allow_http).map_err(|problem| {

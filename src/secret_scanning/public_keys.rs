@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::metrics::{KeyFetchOutcome, Metrics};
-use crate::webhooks::{TargetUrl, WebhookClient};
+use crate::outbound::{OutboundClient, TargetUrl};
 
 /// The largest keys document read (GitHub's is a few kilobytes).
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
@@ -32,7 +32,7 @@ pub enum KeyLookup {
 pub struct PublicKeys {
     provider: String,
     url: TargetUrl,
-    client: WebhookClient,
+    client: OutboundClient,
     ttl: Duration,
     refetch_min_interval: Duration,
     /// Held across a fetch: concurrent reports wait for one fetch instead of each making one.
@@ -69,7 +69,7 @@ impl PublicKeys {
     pub fn new(
         provider: &str,
         url: TargetUrl,
-        client: WebhookClient,
+        client: OutboundClient,
         ttl: Duration,
         refetch_min_interval: Duration,
     ) -> PublicKeys {

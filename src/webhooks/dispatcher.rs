@@ -16,12 +16,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::client::{Attempt, AttemptOutcome, WebhookClient};
 use super::message::message;
-use super::target::parse_url;
 use super::wake::listen_for_work;
 use crate::configuration::{Settings, WebhookSettings};
 use crate::metrics::{Metrics, WebhookOutcome};
+use crate::outbound::parse_url;
+use crate::outbound::{Attempt, AttemptOutcome, OutboundClient};
 use crate::store::{AfterAttempt, AttemptRecord, ClaimedDelivery, Store};
 
 /// A retry falls due on the database's clock; the local timer waits this much longer.
@@ -38,7 +38,7 @@ pub struct Dispatcher {
 /// What one attempt needs besides its delivery; shared by the attempts in flight.
 struct Attempter {
     store: Store,
-    client: WebhookClient,
+    client: OutboundClient,
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
 }
@@ -55,7 +55,7 @@ impl Dispatcher {
         )));
         let attempter = Arc::new(Attempter {
             store: self.store.clone(),
-            client: WebhookClient::new(webhooks.timeout, webhooks.allow_private_targets),
+            client: OutboundClient::new(webhooks.timeout, webhooks.allow_private_targets),
             settings: self.settings.clone(),
             metrics: self.metrics.clone(),
         });

@@ -11,11 +11,12 @@ use super::caller::{endpoint_not_found, EndpointCaller, EndpointTarget};
 use super::events::CreateEndpointRequest;
 use crate::domain::timestamp;
 use crate::error::{ApiError, ErrorCode, FieldError};
+use crate::outbound::{resolve, TargetRefused, TargetUrl};
 use crate::request_id::RequestId;
 use crate::routes::body::JsonBody;
 use crate::routes::responses::listed;
 use crate::store::{CreateEndpointError, EndpointRecord, NewEndpoint};
-use crate::webhooks::{new_secret, resolve, TargetRefused, TargetUrl};
+use crate::webhooks::new_secret;
 
 /// How long creation waits for the URL's host to resolve. A name that doesn't resolve in time
 /// (or at all) is accepted: nothing is sent until a delivery resolves it, and every delivery

@@ -5,8 +5,8 @@ use serde_json::Value;
 
 use crate::audit::WEBHOOK_EVENT_TYPES;
 use crate::error::ApiError;
+use crate::outbound::{parse_url, TargetUrl};
 use crate::routes::body::Fields;
-use crate::webhooks::{parse_url, TargetUrl};
 
 /// Every event type.
 pub(super) const ALL_EVENTS: &str = "*";

@@ -70,15 +70,15 @@ impl Attempt {
 /// The webhook client of one instance; cheap to clone (the pool is shared). Its connections
 /// are tasks on the tokio runtime that `post` runs on.
 #[derive(Clone)]
-pub struct WebhookClient {
+pub struct OutboundClient {
     client: Client<HttpsConnector<HttpConnector<CheckedResolver>>, Full<Bytes>>,
     timeout: Duration,
     allow_private: bool,
 }
 
-impl WebhookClient {
+impl OutboundClient {
     /// `timeout`: `webhooks.timeout_ms`; `allow_private`: `webhooks.allow_private_targets`.
-    pub fn new(timeout: Duration, allow_private: bool) -> WebhookClient {
+    pub fn new(timeout: Duration, allow_private: bool) -> OutboundClient {
         let mut http = HttpConnector::new_with_resolver(CheckedResolver { allow_private });
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -93,7 +93,7 @@ impl WebhookClient {
             .pool_idle_timeout(POOL_IDLE)
             .http1_max_buf_size(MAX_ANSWER_BYTES)
             .build(https);
-        WebhookClient {
+        OutboundClient {
             client,
             timeout,
             allow_private,
@@ -158,7 +158,7 @@ pub struct Fetched {
     pub body: Bytes,
 }
 
-impl WebhookClient {
+impl OutboundClient {
     /// GETs `url` (the same checks as a POST: forbidden addresses, no redirects, the
     /// timeout over the whole exchange, body included) and reads its body whole, refusing one
     /// longer than `max_bytes`. The error is an attempt's outcome and reason.
@@ -383,11 +383,11 @@ mod tests {
         }
     }
 
-    fn client(allow_private: bool) -> WebhookClient {
-        WebhookClient::new(TIMEOUT, allow_private)
+    fn client(allow_private: bool) -> OutboundClient {
+        OutboundClient::new(TIMEOUT, allow_private)
     }
 
-    async fn post_to(client: &WebhookClient, raw: &str) -> Attempt {
+    async fn post_to(client: &OutboundClient, raw: &str) -> Attempt {
         let url = parse_url(raw, true).unwrap();
         let headers = [(
             HeaderName::from_static("webhook-id"),
