@@ -20,9 +20,9 @@ pub use audit::{AuditEventRecord, EventPage, EventQuery, PagePosition};
 pub use event_view::EventView;
 pub use handle::Store;
 pub use keys::{
-    Announced, Caller, CallerRefusal, Ceiling, CreateKeyError, KeyPatch, KeyRecord, NewKey,
-    NotRollable, RevokeError, RevokeOutcome, RollError, RollOutcome, RollRequest, UpdateError,
-    UpdateOutcome, UpdateRequest,
+    Announced, Caller, CallerRefusal, Ceiling, CreateKeyError, KeyPatch, KeyRecord, MasterKeyRoll,
+    MasterKeyRollError, NewKey, NotRollable, RevokeError, RevokeOutcome, RevokedMasterKey,
+    RollError, RollOutcome, RollRequest, UpdateError, UpdateOutcome, UpdateRequest,
 };
 pub use migrations::{migrations_applied, run_migrations};
 pub use orgs::{NewOrganization, OrganizationRecord, ProjectRecord};
