@@ -4,11 +4,13 @@
 //! outside the actor, so it never holds the organization's other key changes.
 
 mod claim;
+mod master_key;
 mod org;
 mod registry;
 mod update;
 
 pub use claim::{Claim, Claimed};
+pub use master_key::{MasterKeyRolled, RollMasterKey};
 pub use org::{
     CreateKey, CreatedKey, KeyTarget, OrgActor, Revocation, RevokeKey, Roll, RollKey, RolledKey,
 };
