@@ -1,4 +1,4 @@
-//! Command line: serve, migrate, and organization/project setup.
+//! Command line: serve, migrate, organization/project setup, and the master-key roll.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -11,8 +11,10 @@ use serde_json::json;
 use crate::audit::AuditContext;
 use crate::configuration::{DatabaseSettings, Settings};
 use crate::domain::{DisplayName, OrgId};
+use crate::invalidation::AckListener;
 use crate::startup::Application;
-use crate::store::{run_migrations, Store};
+use crate::store::{run_migrations, MasterKeyRollError, Store};
+use uuid::Uuid;
 
 /// Shown under every `--help` that touches the database: where its URL comes from.
 const DATABASE_HELP: &str = "\
@@ -79,6 +81,24 @@ pub enum OrgCommand {
     /// One JSON line per organization.
     #[command(after_help = DATABASE_HELP)]
     List,
+    /// The organization's master key.
+    #[command(after_help = DATABASE_HELP)]
+    MasterKey {
+        #[command(subcommand)]
+        command: MasterKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MasterKeyCommand {
+    /// Give the organization a new master key, printed once, here, and never again; its old
+    /// master key is revoked, and refused by every running instance once this returns.
+    #[command(after_help = DATABASE_HELP)]
+    Roll {
+        /// Id (UUID) of the organization, as `org create` and `org list` print it.
+        #[arg(long, value_name = "ORG_ID")]
+        org: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,40 +151,11 @@ async fn execute(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
             application.run_until_stopped().await?;
         }
         Command::Migrate => run_migrations(&settings.database).await?,
-        Command::Org { command } => {
-            // Bad input is refused before anything touches the database.
-            let name = match &command {
-                OrgCommand::Create { name } => Some(parse_name(name)?),
-                OrgCommand::List => None,
-            };
-            let store = migrated_store(&settings).await?;
-            match command {
-                OrgCommand::Create { .. } => {
-                    let name = name.expect("parsed above");
-                    let created = store
-                        .create_organization(&name, &AuditContext::cli())
-                        .await?;
-                    println!(
-                        "{}",
-                        json!({
-                            "organization_id": created.organization_id,
-                            "project_id": created.project_id,
-                            "master_key": created.master_key.expose(),
-                        })
-                    );
-                }
-                OrgCommand::List => {
-                    for org in store.list_organizations().await? {
-                        println!("{}", json!({"organization_id": org.id, "name": org.name}));
-                    }
-                }
-            }
-        }
+        Command::Org { command } => org_command(command, &settings).await?,
         Command::Project {
             command: ProjectCommand::Create { org, name },
         } => {
-            let org = OrgId::parse(&org)
-                .ok_or_else(|| anyhow::anyhow!("--org must be an organization UUID"))?;
+            let org = parse_org(&org)?;
             let name = parse_name(&name)?;
             let store = migrated_store(&settings).await?;
             let project = store
@@ -176,6 +167,37 @@ async fn execute(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
                 json!({"id": project.id, "name": project.name, "organization_id": project.organization_id})
             );
         }
+    }
+    Ok(())
+}
+
+/// `org …`. Bad input is refused before anything touches the database.
+async fn org_command(command: OrgCommand, settings: &Settings) -> anyhow::Result<()> {
+    match command {
+        OrgCommand::Create { name } => {
+            let name = parse_name(&name)?;
+            let store = migrated_store(settings).await?;
+            let created = store
+                .create_organization(&name, &AuditContext::cli())
+                .await?;
+            println!(
+                "{}",
+                json!({
+                    "organization_id": created.organization_id,
+                    "project_id": created.project_id,
+                    "master_key": created.master_key.expose(),
+                })
+            );
+        }
+        OrgCommand::List => {
+            let store = migrated_store(settings).await?;
+            for org in store.list_organizations().await? {
+                println!("{}", json!({"organization_id": org.id, "name": org.name}));
+            }
+        }
+        OrgCommand::MasterKey {
+            command: MasterKeyCommand::Roll { org },
+        } => roll_master_key(settings, parse_org(&org)?).await?,
     }
     Ok(())
 }
@@ -234,6 +256,61 @@ fn write_port_file(path: &Path, port: u16) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write --port-file {}", path.display()))
 }
 
+/// A new master key for `org`, its old one revoked as DELETE revokes a key: the key is printed
+/// only once every running instance acknowledged the eviction (or `listener.ack_timeout_ms`
+/// ran out, as for the server's revokes), so the old key is refused everywhere by then. The
+/// acks come to a connection of this process's own, listening before the roll commits.
+async fn roll_master_key(settings: &Settings, org: OrgId) -> anyhow::Result<()> {
+    let store = migrated_store(settings).await?;
+    let listener = AckListener::start(&settings.database).await?;
+    let mut waiters = Vec::new();
+    let mut next_address = || {
+        let waiter = listener.acks().expect(Uuid::new_v4());
+        let address = waiter.address();
+        waiters.push(waiter);
+        address
+    };
+    let roll = store
+        .roll_master_key(org, &mut next_address, &AuditContext::cli())
+        .await
+        .map_err(|error| match error {
+            MasterKeyRollError::OrganizationNotFound => {
+                anyhow::anyhow!("organization {org} does not exist")
+            }
+            MasterKeyRollError::Store(error) => error.into(),
+        })?;
+    let timeout = settings.listener.ack_timeout;
+    let waits = waiters.iter().zip(&roll.revoked).map(|(waiter, revoked)| {
+        let listeners = &revoked.announced.listeners;
+        async move { (listeners.len(), waiter.wait_for(listeners, timeout).await) }
+    });
+    for (listeners, waited) in futures_util::future::join_all(waits).await {
+        match waited {
+            Ok(()) => tracing::info!(
+                listeners,
+                "every listening instance refuses the old master key"
+            ),
+            Err(missing) => tracing::warn!(
+                listeners,
+                unacknowledged_instances = %missing.join(","),
+                "not every instance acknowledged a revocation in time"
+            ),
+        }
+    }
+    println!(
+        "{}",
+        json!({
+            "master_key": roll.master_key.expose(),
+            "organization_id": org,
+        })
+    );
+    Ok(())
+}
+
+fn parse_org(raw: &str) -> anyhow::Result<OrgId> {
+    OrgId::parse(raw).ok_or_else(|| anyhow::anyhow!("--org must be an organization UUID"))
+}
+
 fn parse_name(raw: &str) -> anyhow::Result<DisplayName> {
     DisplayName::parse(raw).map_err(|problem| anyhow::anyhow!("--name {problem}"))
 }
@@ -271,6 +348,8 @@ mod tests {
             &["org"],
             &["org", "create"],
             &["org", "list"],
+            &["org", "master-key"],
+            &["org", "master-key", "roll"],
             &["project", "create"],
         ] {
             let text = help(path);
@@ -294,6 +373,8 @@ mod tests {
         );
         assert!(project_create.contains(&limit), "{project_create}");
         assert!(help(&["serve"]).contains("--port-file"));
+        let roll = help(&["org", "master-key", "roll"]);
+        assert!(roll.contains("Id (UUID) of the organization"), "{roll}");
     }
 
     fn database(url: &str) -> DatabaseSettings {

@@ -5,12 +5,14 @@
 
 mod claim;
 mod leak;
+mod master_key;
 mod org;
 mod registry;
 mod update;
 
 pub use claim::{Claim, Claimed};
 pub use leak::{LeakRevocation, RevokeLeakedKey};
+pub use master_key::{MasterKeyRolled, RollMasterKey};
 pub use org::{
     CreateKey, CreatedKey, KeyTarget, OrgActor, Revocation, RevokeKey, Roll, RollKey, RolledKey,
 };

@@ -21,8 +21,9 @@ pub use event_view::EventView;
 pub use handle::Store;
 pub use keys::{
     Announced, Caller, CallerRefusal, Ceiling, CreateKeyError, KeyPatch, KeyRecord, LeakSite,
-    NewKey, NotRollable, ReportedKey, RevokeError, RevokeOutcome, RollError, RollOutcome,
-    RollRequest, UpdateError, UpdateOutcome, UpdateRequest,
+    MasterKeyRoll, MasterKeyRollError, NewKey, NotRollable, ReportedKey, RevokeError,
+    RevokeOutcome, RevokedMasterKey, RollError, RollOutcome, RollRequest, UpdateError,
+    UpdateOutcome, UpdateRequest,
 };
 pub use migrations::{migrations_applied, run_migrations};
 pub use orgs::{NewOrganization, OrganizationRecord, ProjectRecord};

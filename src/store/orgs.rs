@@ -7,13 +7,12 @@ use chrono::{DateTime, Utc};
 
 use super::audit::{record_event, Change};
 use super::handle::Store;
-use super::keys::{insert_key, org_lock_id, NewKey};
+use super::keys::{insert_master_key, org_lock_id};
 use super::pool::StoreError;
 use crate::audit::{Action, AuditContext, TargetType};
-use crate::domain::{ApiKey, DisplayName, KeyId, KeyType, OrgId, ProjectId, Scopes};
+use crate::domain::{ApiKey, DisplayName, OrgId, ProjectId};
 
 pub const DEFAULT_PROJECT_NAME: &str = "Default";
-pub const MASTER_KEY_NAME: &str = "Master key";
 
 #[derive(Debug, Clone)]
 pub struct OrganizationRecord {
@@ -46,8 +45,6 @@ impl Store {
         self.within_deadline(async {
             let organization_id = OrgId::new();
             let project_id = ProjectId::new();
-            let master_key = ApiKey::generate(KeyType::Master);
-            let master_name = DisplayName::parse(MASTER_KEY_NAME).expect("constant name is valid");
             let default_project =
                 DisplayName::parse(DEFAULT_PROJECT_NAME).expect("constant name is valid");
 
@@ -59,22 +56,7 @@ impl Store {
             )
             .await?;
             insert_project(&tx, organization_id, project_id, &default_project).await?;
-            insert_key(
-                &tx,
-                &NewKey {
-                    id: KeyId::new(),
-                    organization_id,
-                    project_id: None,
-                    name: &master_name,
-                    key: &master_key,
-                    expires_at: None,
-                    // A master key holds every scope, always: it can't be restricted.
-                    scopes: &Scopes::All,
-                    enabled: true,
-                    rate_limit: None,
-                },
-            )
-            .await?;
+            let (master_key, _) = insert_master_key(&tx, organization_id).await?;
             let change = Change::new(
                 organization_id,
                 Action::OrganizationCreated,

@@ -16,6 +16,7 @@ mod hot_path;
 mod http_client;
 mod keys;
 mod lifecycle;
+mod master_key;
 mod multi_instance;
 mod nginx;
 mod observability;

@@ -21,6 +21,7 @@ const SERVED: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("POST", "/admin/v1/organizations"),
+    ("POST", "/admin/v1/organizations/{id}/master-key"),
     ("POST", "/api/v1/keys"),
     ("GET", "/api/v1/keys"),
     ("DELETE", "/api/v1/keys/{id}"),
@@ -549,6 +550,36 @@ async fn real_responses_have_the_described_shapes() {
         "payload_too_large",
     );
     conforms(&doc, "POST", "/api/v1/projects", &too_large);
+}
+
+/// The master-key roll's real answers, success and errors, have the described shapes.
+#[actix_web::test]
+async fn master_key_roll_responses_have_the_described_shapes() {
+    let app = spawn_app().await;
+    let doc = description();
+    let org = app.create_org("Acme").await;
+    const PATH: &str = "/admin/v1/organizations/{id}/master-key";
+    let roll = |id: String, token: Option<String>| {
+        let app = &app;
+        async move {
+            let path = format!("/admin/v1/organizations/{id}/master-key");
+            app.request(Method::POST, &path, token.as_deref(), None)
+                .await
+        }
+    };
+    let token = Some(app.admin_token.clone());
+    let rolled = roll(org.organization_id.clone(), token.clone()).await;
+    assert_eq!(rolled.status, StatusCode::CREATED, "{rolled:?}");
+    conforms(&doc, "POST", PATH, &rolled);
+    let unknown = roll(Uuid::new_v4().to_string(), token.clone()).await;
+    assert_error(&unknown, StatusCode::NOT_FOUND, "not_found");
+    conforms(&doc, "POST", PATH, &unknown);
+    let malformed = roll("not-a-uuid".to_owned(), token).await;
+    assert_error(&malformed, StatusCode::BAD_REQUEST, "validation_error");
+    conforms(&doc, "POST", PATH, &malformed);
+    let refused = roll(org.organization_id.clone(), Some("wrong".to_owned())).await;
+    assert_error(&refused, StatusCode::UNAUTHORIZED, "unauthorized");
+    conforms(&doc, "POST", PATH, &refused);
 }
 
 /// The webhook routes' real answers, successes and errors, have the described shapes.
