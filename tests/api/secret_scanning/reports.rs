@@ -101,6 +101,33 @@ async fn a_signed_report_revokes_the_live_keys_on_every_instance_and_labels_ever
     leaked_ids.sort();
     leaked_ids.dedup();
     assert_eq!(leaked_ids.len(), 2, "{leaked_ids:?}");
+    // The organization gets a new master key from the admin API, and its trail shows both
+    // revocations as the secret-scanning partner's.
+    let rolled = a
+        .request(
+            actix_web::http::Method::POST,
+            &format!("/admin/v1/organizations/{}/master-key", org.organization_id),
+            Some(&a.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(rolled.status, StatusCode::CREATED, "{rolled:?}");
+    let new_master = rolled.body["master_key"].as_str().unwrap().to_owned();
+    let trail = a
+        .request(
+            actix_web::http::Method::GET,
+            "/api/v1/audit-events?action=key.revoked",
+            Some(&new_master),
+            None,
+        )
+        .await;
+    let by_scanner: Vec<_> = trail.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["actor"]["type"] == "secret_scanning")
+        .collect();
+    assert_eq!(by_scanner.len(), 2, "{trail:?}");
     assert_eq!(
         a.metric("logstitch_secret_scanning_keys_revoked_total{key_type=\"master\",provider=\"github\"}")
             .await
