@@ -26,8 +26,10 @@ cargo build --bin logstitch-gateway
 echo "==> applying migrations"
 "$BIN" migrate
 
-# The CLI prints flat one-line JSON objects, without spaces.
-if "$BIN" org list | grep -q "\"name\":\"$DEMO_ORG\""; then
+# The CLI prints flat one-line JSON objects, without spaces. Read whole first: `grep -q` stops
+# at the first match, and under pipefail a lister cut off mid-list would read as "not found".
+ORGS="$("$BIN" org list)"
+if grep -q "\"name\":\"$DEMO_ORG\"" <<<"$ORGS"; then
     cat <<EOF
 
 ==> organization '$DEMO_ORG' already exists.

@@ -162,10 +162,9 @@ async fn execute(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
                 .create_project(org, &name, &AuditContext::cli())
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("organization {org} does not exist"))?;
-            println!(
-                "{}",
-                json!({"id": project.id, "name": project.name, "organization_id": project.organization_id})
-            );
+            print_line(
+                &json!({"id": project.id, "name": project.name, "organization_id": project.organization_id}),
+            )?;
         }
     }
     Ok(())
@@ -180,19 +179,21 @@ async fn org_command(command: OrgCommand, settings: &Settings) -> anyhow::Result
             let created = store
                 .create_organization(&name, &AuditContext::cli())
                 .await?;
-            println!(
-                "{}",
-                json!({
-                    "organization_id": created.organization_id,
-                    "project_id": created.project_id,
-                    "master_key": created.master_key.expose(),
-                })
-            );
+            print_line(&json!({
+                "organization_id": created.organization_id,
+                "project_id": created.project_id,
+                "master_key": created.master_key.expose(),
+            }))?;
         }
         OrgCommand::List => {
             let store = migrated_store(settings).await?;
             for org in store.list_organizations().await? {
-                println!("{}", json!({"organization_id": org.id, "name": org.name}));
+                let line = json!({"organization_id": org.id, "name": org.name});
+                // A reader that has seen enough (`| head`, `| grep -q`) ends the list, quietly.
+                match print_line(&line) {
+                    Err(error) if is_broken_pipe(&error) => break,
+                    other => other?,
+                }
             }
         }
         OrgCommand::MasterKey {
@@ -297,14 +298,27 @@ async fn roll_master_key(settings: &Settings, org: OrgId) -> anyhow::Result<()> 
             ),
         }
     }
-    println!(
-        "{}",
-        json!({
-            "master_key": roll.master_key.expose(),
-            "organization_id": org,
-        })
-    );
-    Ok(())
+    print_line(&json!({
+        "master_key": roll.master_key.expose(),
+        "organization_id": org,
+    }))
+}
+
+/// One JSON line on stdout. An error, not a panic (as `println!` would), when stdout is gone:
+/// for a command that just made a key, that error says the key was not shown.
+fn print_line(value: &serde_json::Value) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{value}")
+        .and_then(|()| stdout.flush())
+        .context("cannot write to standard output")
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .or_else(|| error.source()?.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn parse_org(raw: &str) -> anyhow::Result<OrgId> {

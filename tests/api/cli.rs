@@ -716,3 +716,27 @@ async fn served_keys_never_appear_in_the_logs() {
         "the admin token appears in the log"
     );
 }
+
+/// `org list | head -n1` (or `| grep -q`, as `make run` once did): the list stops quietly when
+/// its reader goes away — exit 0, no panic — however many organizations are left unprinted.
+#[actix_web::test]
+async fn org_list_stops_quietly_when_its_reader_goes_away() {
+    let db = TestDatabase::create().await;
+    for i in 0..5 {
+        org_create(&db, &format!("Org {i}")).await;
+    }
+    for _ in 0..5 {
+        let mut child = gateway(&db)
+            .args(["org", "list"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        // Read nothing, close the pipe: every write after this fails with EPIPE.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("the binary exits");
+        let err = stderr(&output);
+        assert!(output.status.success(), "exit {:?}: {err}", output.status);
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
