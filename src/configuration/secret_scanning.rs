@@ -41,9 +41,6 @@ struct KnownProvider {
 pub struct SecretScanningSettings {
     /// `http://` keys documents are fetched (tests); else `https://` only.
     pub allow_http: bool,
-    /// A keys document on a loopback, private, link-local, … address is fetched (tests,
-    /// private deployments); else such an address is refused, as for webhooks.
-    pub allow_private_targets: bool,
     /// How long a fetched keys document is used before it is fetched again.
     #[serde(rename = "keys_ttl_secs", deserialize_with = "secs")]
     pub keys_ttl: Duration,

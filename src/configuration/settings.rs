@@ -332,7 +332,7 @@ mod tests {
         assert!(none.providers().unwrap().is_empty());
         assert_eq!(none.keys_ttl, Duration::from_secs(1800));
         assert_eq!(none.refetch_min_interval, Duration::from_secs(60));
-        assert!(!none.allow_http && !none.allow_private_targets);
+        assert!(!none.allow_http);
         let github = with_file("[[secret_scanning.providers]]\nname = \"github\"").unwrap();
         let github = &github.secret_scanning.providers().unwrap()[0];
         assert_eq!(

@@ -75,7 +75,9 @@ pub struct Providers(HashMap<String, Provider>);
 impl Providers {
     /// From the settings (already checked at load; checked again here for the URL's form).
     pub fn from_settings(settings: &SecretScanningSettings) -> Result<Providers, SettingsError> {
-        let client = OutboundClient::new(settings.fetch_timeout, settings.allow_private_targets);
+        // Any address: a keys URL is the operator's setting (like the database's), never a
+        // customer's, so the SSRF rules for webhook targets don't apply; the bounds do.
+        let client = OutboundClient::new(settings.fetch_timeout, true);
         let mut providers = HashMap::new();
         for (index, provider) in settings.providers()?.into_iter().enumerate() {
             let url = parse_url(&provider.keys_url, settings.allow_http).map_err(|problem| {

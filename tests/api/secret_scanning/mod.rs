@@ -22,7 +22,6 @@ pub const REPORT_PATH: &str = "/api/v1/secret-scanning/github";
 /// The `github` provider, its keys document on loopback, plain HTTP allowed.
 pub fn scanning(settings: &mut Settings, document: &KeysDocument) {
     settings.secret_scanning.allow_http = true;
-    settings.secret_scanning.allow_private_targets = true;
     settings.secret_scanning.providers = vec![ProviderSettings {
         name: "github".into(),
         keys_url: Some(document.url()),
