@@ -138,39 +138,21 @@ impl Store {
     /// Queues a `webhook.test` delivery to an endpoint of `org` (under the organization's lock,
     /// like every delivery, so it takes its place in commit order) and wakes the dispatchers;
     /// false when the endpoint is not one of `org`'s.
-    ///
-    /// An endpoint has at most one pending test: asking again while one is pending makes that
-    /// one due now instead of queueing another, so a caller repeating the request can't grow
-    /// the outbox without bound (the management API has no rate limit).
     pub async fn queue_webhook_test(&self, org: OrgId, endpoint: Uuid) -> Result<bool, StoreError> {
         self.within_deadline(async {
             let mut client = self.pool.get().await?;
             let tx = client.transaction().await?;
             lock_organization(&tx, org).await?;
-            let owned = tx
-                .query_opt_cached(
-                    "SELECT 1 FROM webhook_endpoints WHERE id = $1 AND organization_id = $2",
-                    &[&endpoint, &org.as_uuid()],
-                )
-                .await?;
-            if owned.is_none() {
-                return Ok(false);
-            }
-            let hurried = tx
+            let queued = tx
                 .execute_cached(
-                    "UPDATE webhook_deliveries
-                     SET next_attempt_at = least(next_attempt_at, clock_timestamp())
-                     WHERE endpoint_id = $1 AND event_type = $2 AND status = 'pending'",
-                    &[&endpoint, &TEST_EVENT_TYPE],
-                )
-                .await?;
-            if hurried == 0 {
-                tx.execute_cached(
                     "INSERT INTO webhook_deliveries (id, endpoint_id, organization_id, event_type)
-                     VALUES (logstitch_uuid_v7(), $1, $2, $3)",
+                     SELECT logstitch_uuid_v7(), id, organization_id, $3 FROM webhook_endpoints
+                     WHERE id = $1 AND organization_id = $2",
                     &[&endpoint, &org.as_uuid(), &TEST_EVENT_TYPE],
                 )
                 .await?;
+            if queued == 0 {
+                return Ok(false);
             }
             wake_dispatchers(&tx).await?;
             tx.commit().await?;

@@ -1,7 +1,6 @@
 //! What a hostile customer, a slow database or an odd address can make of webhooks: an attempt
-//! never outlives its endpoint's lease (so no delivery goes out twice at once), a caller
-//! repeating `…/test` can't grow the outbox, and IPv6 targets outside global unicast are
-//! refused. Also what already held and must keep holding: the endpoint limit under concurrent
+//! never outlives its endpoint's lease (so no delivery goes out twice at once), and IPv6
+//! targets outside global unicast are refused. Also what already held and must keep holding: the endpoint limit under concurrent
 //! creates on two instances, and a delivery retried only through its own endpoint.
 
 use std::time::Duration;
@@ -11,7 +10,7 @@ use serde_json::json;
 
 use super::receiver::{Answer, Receiver};
 use super::{create_endpoint, delivery_items, new_endpoint, receivable, wait_for_status};
-use crate::helpers::{assert_validation_error, eventually, spawn_app_with, TestDatabase};
+use crate::helpers::{assert_validation_error, spawn_app_with, TestDatabase};
 
 #[actix_web::test]
 async fn an_attempt_claimed_late_ends_before_its_lease_so_it_is_never_sent_twice_at_once() {
@@ -65,54 +64,6 @@ async fn an_attempt_claimed_late_ends_before_its_lease_so_it_is_never_sent_twice
         .map(|request| request.header("webhook-id").to_owned())
         .collect();
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
-}
-
-#[actix_web::test]
-async fn asking_for_tests_again_while_one_is_pending_queues_no_more() {
-    let app = spawn_app_with(TestDatabase::create().await, |settings| {
-        receivable(settings);
-        settings.webhooks.timeout = Duration::from_secs(4);
-        settings.webhooks.retry_schedule = vec![Duration::from_secs(3600); 2];
-    })
-    .await;
-    let org = app.create_org("Acme").await;
-    let receiver = Receiver::start().await;
-    receiver.script(&[Answer::Hang]);
-    let (endpoint, _) = new_endpoint(&app, &org, &receiver.url(), json!(["key.revoked"])).await;
-    let test = format!("/api/v1/webhook-endpoints/{endpoint}/test");
-    let ask = || app.request(Method::POST, &test, Some(&org.master_key), None);
-
-    assert_eq!(ask().await.status, StatusCode::ACCEPTED);
-    assert!(receiver.wait_for(1, Duration::from_secs(5)).await);
-    // The first attempt hangs; 30 more requests for a test meanwhile add nothing.
-    for _ in 0..30 {
-        assert_eq!(ask().await.status, StatusCode::ACCEPTED);
-    }
-    let items = delivery_items(&app, &org, &endpoint).await;
-    assert_eq!(items.len(), 1, "{items:#?}");
-    assert_eq!(items[0]["type"], "webhook.test");
-
-    // Timed out, its retry an hour away: asking again makes it due now.
-    let retrying = eventually(Duration::from_secs(8), || async {
-        delivery_items(&app, &org, &endpoint).await[0]["attempts"] == 1
-    });
-    assert!(retrying.await);
-    assert_eq!(ask().await.status, StatusCode::ACCEPTED);
-    let items = wait_for_status(&app, &org, &endpoint, "delivered", Duration::from_secs(5)).await;
-    assert_eq!(items.len(), 1, "{items:#?}");
-    assert_eq!(items[0]["attempts"], 2);
-    let ids: Vec<String> = receiver
-        .received()
-        .iter()
-        .map(|request| request.header("webhook-id").to_owned())
-        .collect();
-    assert_eq!(ids.len(), 2, "{ids:?}");
-    assert_eq!(ids[0], ids[1]);
-
-    // Once it is delivered, the next request queues a new test.
-    assert_eq!(ask().await.status, StatusCode::ACCEPTED);
-    assert!(receiver.wait_for(3, Duration::from_secs(5)).await);
-    assert_eq!(delivery_items(&app, &org, &endpoint).await.len(), 2);
 }
 
 #[actix_web::test]
@@ -222,4 +173,33 @@ async fn a_delivery_is_retried_only_through_its_own_endpoint() {
         .request(Method::POST, &retry(&failing), Some(&org.master_key), None)
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:?}");
+}
+
+/// Each `…/test` queues one `webhook.test` delivery, as the issue says — two asks, two
+/// deliveries, even while the first is still pending (a receiver that is down). The outbox's
+/// growth from a caller repeating writes is bounded by the management API's callers, not here.
+#[actix_web::test]
+async fn every_test_request_queues_its_own_delivery() {
+    let app = spawn_app_with(TestDatabase::create().await, receivable).await;
+    let org = app.create_org("Acme").await;
+    let receiver = Receiver::start().await;
+    receiver.answer_by_default(Answer::Status(500));
+    let (endpoint, _) = new_endpoint(&app, &org, &receiver.url(), json!(["key.created"])).await;
+    for _ in 0..2 {
+        let reply = app
+            .request(
+                Method::POST,
+                &format!("/api/v1/webhook-endpoints/{endpoint}/test"),
+                Some(&org.master_key),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:?}");
+    }
+    let tests: Vec<_> = delivery_items(&app, &org, &endpoint)
+        .await
+        .into_iter()
+        .filter(|delivery| delivery["type"] == "webhook.test")
+        .collect();
+    assert_eq!(tests.len(), 2, "{tests:#?}");
 }
