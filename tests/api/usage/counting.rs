@@ -14,7 +14,8 @@ use crate::helpers::{spawn_app_with, TestApp, TestDatabase};
 use logstitch_gateway::domain::{ApiKey, KeyType};
 
 /// An instance flushing every 100 ms, with a project-key route (`/api/v1/events`, its bucket
-/// 3 requests and next to no refill) and a master-only route (`/api/v1/admin-only`).
+/// 3 requests and next to no refill), a master-only route (`/api/v1/admin-only`) and a route
+/// whose upstream is down (`/api/v1/down`).
 async fn counting_app() -> TestApp {
     let upstream = start_upstream();
     spawn_app_with(TestDatabase::create().await, move |settings| {
@@ -24,6 +25,8 @@ async fn counting_app() -> TestApp {
         settings.gateway.routes = vec![
             route("/api/v1/events", &upstream.url, &["project"], 2000),
             route("/api/v1/admin-only", &upstream.url, &["master"], 2000),
+            // Nothing listens on port 9 of loopback: 502.
+            route("/api/v1/down", "http://127.0.0.1:9", &["project"], 1000),
         ];
     })
     .await
@@ -100,6 +103,13 @@ async fn every_outcome_is_counted_for_its_key_after_a_flush() {
         send(&app, Method::GET, "/api/v1/auth/verify", &narrow, 1).await,
         200
     );
+    // A 5xx is not counted; an upstream's own refusal went through our checks: valid.
+    assert_eq!(
+        send(&app, Method::GET, "/api/v1/down", &narrow, 1).await,
+        502
+    );
+    let refused_upstream = send(&app, Method::GET, "/api/v1/events/refuses", &narrow, 1).await;
+    assert_eq!(refused_upstream, 405);
 
     // Revoked, disabled and expired keys, each refused twice.
     assert_eq!(
@@ -138,7 +148,7 @@ async fn every_outcome_is_counted_for_its_key_after_a_flush() {
     let master = &org.master_key;
     let want = expected(&[("valid", 8), ("rate_limited", 2), ("forbidden", 3)]);
     assert_eq!(await_usage(&app, master, &full_id, &want).await, want);
-    let want = expected(&[("valid", 1), ("insufficient_scope", 3)]);
+    let want = expected(&[("valid", 2), ("insufficient_scope", 3)]);
     assert_eq!(await_usage(&app, master, &narrow_id, &want).await, want);
     let want = expected(&[("revoked", 3)]);
     assert_eq!(await_usage(&app, master, &revoked_id, &want).await, want);
@@ -161,7 +171,7 @@ async fn every_outcome_is_counted_for_its_key_after_a_flush() {
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     let org_total = super::sum_buckets(&reply.body)["total"].as_u64().unwrap();
-    let keys_total = 13 + 4 + 3 + 2 + 2 + master_usage["total"].as_u64().unwrap();
+    let keys_total = 13 + 5 + 3 + 2 + 2 + master_usage["total"].as_u64().unwrap();
     // The master's usage read just before may be flushed by now, or not yet.
     assert!(
         org_total == keys_total || org_total == keys_total + 1,
