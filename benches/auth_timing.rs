@@ -73,7 +73,7 @@ async fn authenticate(cache: &AuthCache, presented: &str) -> Outcome {
         return Outcome::Malformed;
     }
     match cache.resolve(KeyHash::of(presented)).await {
-        Ok(KeyState::Revoked) => Outcome::Revoked,
+        Ok(KeyState::Revoked(_)) => Outcome::Revoked,
         Ok(KeyState::Active(_)) => Outcome::Valid,
         Ok(KeyState::Unknown) => Outcome::Unknown,
         Err(error) => panic!("the fake lookup never fails: {error}"),
@@ -119,7 +119,7 @@ fn setup() -> Setup {
     let malformed = with_bad_checksum(ApiKey::generate(KeyType::Project).expose());
     let known = HashMap::from([
         (KeyHash::of(&valid), KeyState::Active(identity())),
-        (KeyHash::of(&revoked), KeyState::Revoked),
+        (KeyHash::of(&revoked), KeyState::Revoked(KeyId::nil())),
     ]);
     let cache = AuthCache::new(
         CacheSettings {

@@ -19,9 +19,11 @@ use rand::{distributions::Alphanumeric, Rng};
 
 use logstitch_gateway::auth::LastUsedRecorder;
 use logstitch_gateway::configuration::Settings;
+use logstitch_gateway::domain::UsageOutcome;
 use logstitch_gateway::metrics::{Metrics, RouteMetrics};
 use logstitch_gateway::rate_limit::FailedAuthThrottle;
 use logstitch_gateway::request_id::RequestId;
+use logstitch_gateway::usage::UsageRecorder;
 
 /// The request id as it was made until issue 13: one rejection-sampled draw per character.
 fn request_id_before() -> [u8; 24] {
@@ -66,6 +68,12 @@ fn request_overhead(c: &mut Criterion) {
     let identity = common::project_identity();
     group.bench_function("last_used_record", |b| {
         b.iter(|| last_used.record(black_box(identity.key_id)))
+    });
+    // The usage count every request presenting an existing key adds (a key already counted
+    // this hour: one shard lock, one wall-clock read, no allocation).
+    let usage = UsageRecorder::new();
+    group.bench_function("usage_count", |b| {
+        b.iter(|| usage.count(black_box(identity.key_id), UsageOutcome::Valid))
     });
     group.bench_function("identity_headers", |b| {
         b.iter(|| black_box(&identity).headers())

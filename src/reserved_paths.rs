@@ -17,6 +17,7 @@ pub const BUILT_IN_PATHS: &[&str] = &[
     "/api/v1/audit-events",
     "/api/v1/webhook-endpoints",
     "/api/v1/secret-scanning",
+    "/api/v1/usage",
 ];
 
 /// Whether a gateway `prefix` would overlap `path`: equal, or one under the other at a

@@ -21,6 +21,7 @@ use crate::request_id::assign_request_id;
 use crate::routes;
 use crate::state::AppState;
 use crate::store::{run_migrations, Store};
+use crate::usage::prune_usage;
 use crate::webhooks::{warn_of_expiring_keys, Dispatcher};
 
 pub struct Application {
@@ -33,7 +34,7 @@ pub struct Application {
 }
 
 /// What runs beside the servers: the organization actors' arbiter, the invalidation listener,
-/// the lastUsedAt flusher, the webhook dispatcher and the expiry warnings. Stopped when
+/// the lastUsedAt and usage flushers, usage retention, the webhook dispatcher and the expiry warnings. Stopped when
 /// dropped, so a start-up step that fails after it was created leaves nothing running.
 struct Background {
     arbiter: Arbiter,
@@ -71,6 +72,22 @@ impl Background {
         self.tasks.push(tokio::spawn(async move {
             recorder.run(store, metrics, interval).await
         }));
+        let (usage, store, metrics) = (
+            state.usage.clone(),
+            state.store.clone(),
+            state.metrics.clone(),
+        );
+        let interval = state.settings.usage.flush_interval;
+        self.tasks.push(tokio::spawn(async move {
+            usage.run(store, metrics, interval).await
+        }));
+        let retention =
+            chrono::Duration::days(i64::from(state.settings.usage.retention_days.get()));
+        self.tasks.push(tokio::spawn(prune_usage(
+            state.store.clone(),
+            state.metrics.clone(),
+            retention,
+        )));
         if let Some(shared) = state.key_rate_limits.shared() {
             self.tasks.push(tokio::spawn(shared.probe()));
         }
@@ -172,7 +189,7 @@ impl Application {
     /// Serves until SIGTERM, SIGINT or `StopHandle::stop`. SIGTERM first drains for
     /// `server.drain_delay_ms` (not ready, connections closed after each response) so no
     /// client is cut off mid-request; then the servers stop gracefully (in-flight requests
-    /// finish) and pending lastUsedAt updates are written.
+    /// finish) and pending lastUsedAt updates and usage counts are written.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let signals = actix_rt::spawn(stop_on_signal(
             self.server_handle(),
@@ -190,8 +207,9 @@ impl Application {
                 if let Err(error) = state.last_used.flush(&store, &state.metrics).await {
                     tracing::warn!(error = ?error, "final lastUsedAt flush failed");
                 }
+                state.usage.flush_before_exit(&store, &state.metrics).await;
             }
-            Err(error) => tracing::warn!(error = ?error, "final lastUsedAt flush: no pool"),
+            Err(error) => tracing::warn!(error = ?error, "final flushes: no pool"),
         }
         drop(self.background);
         results.into_iter().collect()

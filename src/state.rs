@@ -1,5 +1,5 @@
 //! What every handler shares: settings, the store, the auth cache, the organization actors,
-//! limits and metrics. Below the routes, the extractors and the gateway, which read it; the
+//! limits, usage counts and metrics. Below the routes, the extractors and the gateway, which read it; the
 //! app factory (`startup`) builds it and never the other way round.
 
 use std::sync::atomic::AtomicBool;
@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::rate_limit::{FailedAuthThrottle, KeyRateLimits};
 use crate::secret_scanning::Providers;
 use crate::store::Store;
+use crate::usage::UsageRecorder;
 
 /// Cheap to share: everything inside is a handle.
 pub struct AppState {
@@ -24,6 +25,8 @@ pub struct AppState {
     pub auth_cache: Arc<AuthCache>,
     pub org_actors: OrgActors,
     pub last_used: Arc<LastUsedRecorder>,
+    /// Usage counts per key, hour and outcome, waiting for their flush.
+    pub usage: Arc<UsageRecorder>,
     pub metrics: Arc<Metrics>,
     pub listener: ListenerStatus,
     /// Set on SIGTERM: `/readyz` answers 503 and responses close their connections, so load
@@ -60,6 +63,8 @@ impl AppState {
         ));
         let last_used = Arc::new(LastUsedRecorder::new(settings.last_used.max_pending.get()));
         metrics.watch(store.pool().clone(), auth_cache.clone(), last_used.clone());
+        let usage = Arc::new(UsageRecorder::new());
+        metrics.watch_usage(usage.clone());
         let org_actors = OrgActors::new(
             arbiter,
             store.clone(),
@@ -83,6 +88,7 @@ impl AppState {
             auth_cache,
             org_actors,
             last_used,
+            usage,
             metrics,
             listener: ListenerStatus::default(),
             scanning_providers,

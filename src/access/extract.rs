@@ -16,12 +16,13 @@ use actix_web::http::header::{HeaderValue, AUTHORIZATION};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, FromRequest, HttpMessage, HttpRequest};
 
-use crate::domain::{ApiKey, Identity, KeyHash, KeyState, KeyType};
+use crate::domain::{ApiKey, Identity, KeyHash, KeyId, KeyState, KeyType, UsageOutcome};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{AuthResult, RateLimitedBy};
 use crate::rate_limit::RateDecision;
 use crate::state::AppState;
 use crate::store::StoreError;
+use crate::usage::outcome_of_answer;
 
 /// Why a request is not authenticated.
 #[derive(Debug, Clone)]
@@ -52,6 +53,16 @@ impl AuthFailure {
 }
 
 impl AuthFailure {
+    /// What a key that exists but can't authenticate counts as in its usage.
+    fn usage_outcome(&self) -> Option<UsageOutcome> {
+        match self {
+            AuthFailure::Revoked => Some(UsageOutcome::Revoked),
+            AuthFailure::Expired => Some(UsageOutcome::Expired),
+            AuthFailure::Disabled => Some(UsageOutcome::Disabled),
+            _ => None,
+        }
+    }
+
     /// Failures that count against the client's IP (not outages, not throttling itself).
     fn is_client_mistake(&self) -> bool {
         matches!(
@@ -102,7 +113,8 @@ impl From<AuthFailure> for ApiError {
 #[derive(Debug, Clone)]
 pub struct AuthOutcome(pub Result<Identity, AuthFailure>);
 
-/// Middleware for every route that needs a key.
+/// Middleware for every route that needs a key. After the route answered, a key that exists
+/// is counted for usage by the answer's outcome (`usage::outcome_of_answer`).
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -116,10 +128,24 @@ pub async fn authenticate(
         .server
         .trusted_proxies
         .client_ip(req.peer_addr(), req.headers());
-    let outcome = identify(req.headers().get(AUTHORIZATION), ip, &state).await;
+    let (outcome, key) = identify(req.headers().get(AUTHORIZATION), ip, &state).await;
     record(&outcome, &state);
+    let refused = outcome.as_ref().err().and_then(AuthFailure::usage_outcome);
     req.extensions_mut().insert(AuthOutcome(outcome));
-    next.call(req).await
+    let response = next.call(req).await?;
+    if let Some(key) = key {
+        let code = response
+            .response()
+            .error()
+            .and_then(|error| error.as_error::<ApiError>())
+            .map(ApiError::code);
+        // A key that can't authenticate counts as what it is, whatever the route answered
+        // (an unknown path's 404 included); 5xx answers are never counted.
+        if let Some(answer) = outcome_of_answer(response.status(), code) {
+            state.usage.count(key, refused.unwrap_or(answer));
+        }
+    }
+    Ok(response)
 }
 
 /// Counted once per request, here: the authentication result, and for a key that resolved,
@@ -141,11 +167,13 @@ fn record(outcome: &Result<Identity, AuthFailure>, state: &AppState) {
 /// what costs — lookups of keys not cached as active, and malformed keys — so only otherwise
 /// does a throttled address get 429, before any lookup. A key that resolves active never
 /// counts as a failure; missing credentials, malformed, unknown, revoked and expired keys do.
+/// With the outcome, the id of the key presented when it exists (what usage is counted
+/// against), even revoked, expired or disabled; none when throttled before any lookup.
 async fn identify(
     header: Option<&HeaderValue>,
     ip: Option<IpAddr>,
     state: &AppState,
-) -> Result<Identity, AuthFailure> {
+) -> (Result<Identity, AuthFailure>, Option<KeyId>) {
     let hash = presented_hash(header);
     let cached = match &hash {
         Ok(hash) => state.auth_cache.peek(hash).await,
@@ -153,7 +181,7 @@ async fn identify(
     };
     if let Some(KeyState::Active(identity)) = &cached {
         if identity.enabled && !identity.is_expired() {
-            return Ok(identity.clone());
+            return (Ok(identity.clone()), Some(identity.key_id));
         }
     }
     let throttled = ip
@@ -161,24 +189,25 @@ async fn identify(
         .filter(|decision| !decision.allowed);
     if let Some(decision) = throttled {
         state.metrics.rate_limited(RateLimitedBy::Ip);
-        return Err(AuthFailure::Throttled(decision));
+        return (Err(AuthFailure::Throttled(decision)), None);
     }
-    let outcome = match (hash, cached) {
+    let resolved = match (hash, cached) {
         (Err(failure), _) => Err(failure),
-        (Ok(_), Some(answer)) => known_identity(answer),
+        (Ok(_), Some(answer)) => Ok(answer),
         (Ok(hash), None) => state
             .auth_cache
             .fetch(hash)
             .await
-            .map_err(AuthFailure::Unavailable)
-            .and_then(known_identity),
+            .map_err(AuthFailure::Unavailable),
     };
+    let key = resolved.as_ref().ok().and_then(KeyState::key_id);
+    let outcome = resolved.and_then(known_identity);
     if let (Some(ip), Err(failure)) = (ip, &outcome) {
         if failure.is_client_mistake() {
             state.failed_auth.record_failure(ip);
         }
     }
-    outcome
+    (outcome, key)
 }
 
 /// The presented key's hash, if the header holds a well-formed key; never a lookup.
@@ -194,7 +223,7 @@ fn known_identity(state: KeyState) -> Result<Identity, AuthFailure> {
         KeyState::Active(identity) if identity.is_expired() => Err(AuthFailure::Expired),
         KeyState::Active(identity) if !identity.enabled => Err(AuthFailure::Disabled),
         KeyState::Active(identity) => Ok(identity),
-        KeyState::Revoked => Err(AuthFailure::Revoked),
+        KeyState::Revoked(_) => Err(AuthFailure::Revoked),
         KeyState::Unknown => Err(AuthFailure::Unknown),
     }
 }

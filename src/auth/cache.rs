@@ -77,7 +77,7 @@ struct EntryExpiry {
 impl EntryExpiry {
     fn ttl(&self, entry: &Entry) -> Option<Duration> {
         Some(match entry.state {
-            KeyState::Active(_) | KeyState::Revoked => self.known,
+            KeyState::Active(_) | KeyState::Revoked(_) => self.known,
             KeyState::Unknown => self.unknown,
         })
     }
@@ -336,6 +336,9 @@ mod tests {
     use std::sync::Mutex;
     use tokio::sync::Notify;
 
+    /// The id a revoked answer carries in these tests.
+    const REVOKED: KeyId = KeyId::nil();
+
     /// A lookup whose answer the test sets, and which can be held mid-query.
     struct FakeLookup {
         answer: Mutex<KeyState>,
@@ -458,7 +461,7 @@ mod tests {
         });
         lookup.entered.notified().await;
         // Meanwhile the key is revoked and invalidated.
-        *lookup.answer.lock().unwrap() = KeyState::Revoked;
+        *lookup.answer.lock().unwrap() = KeyState::Revoked(REVOKED);
         cache.invalidate(hash, InvalidationSource::Local).await;
         release.notify_one();
         let _ = early.await.unwrap();
@@ -467,7 +470,7 @@ mod tests {
         let later = cache.resolve(hash).await.unwrap();
         assert_eq!(
             later,
-            KeyState::Revoked,
+            KeyState::Revoked(REVOKED),
             "stale valid answer served after invalidation"
         );
     }
@@ -481,9 +484,12 @@ mod tests {
         cache.resolve(hash).await.unwrap();
         assert_eq!(lookup.calls.load(Ordering::SeqCst), 3);
         // Revoked while untrusted: once trusted again, the old entry must not come back.
-        *lookup.answer.lock().unwrap() = KeyState::Revoked;
+        *lookup.answer.lock().unwrap() = KeyState::Revoked(REVOKED);
         cache.flush_and_trust();
-        assert_eq!(cache.resolve(hash).await.unwrap(), KeyState::Revoked);
+        assert_eq!(
+            cache.resolve(hash).await.unwrap(),
+            KeyState::Revoked(REVOKED)
+        );
     }
 
     #[tokio::test]
@@ -510,13 +516,13 @@ mod tests {
         let began = cache.epoch();
         // (The create's transaction commits.) The revoke commits elsewhere: Postgres now
         // says revoked, and the notice arrives here before the create's insert.
-        *lookup.answer.lock().unwrap() = KeyState::Revoked;
+        *lookup.answer.lock().unwrap() = KeyState::Revoked(REVOKED);
         cache.invalidate(hash, InvalidationSource::Notify).await;
         cache.insert_created(hash, created, began).await;
         let seen = cache.resolve(hash).await.unwrap();
         assert_eq!(
             seen,
-            KeyState::Revoked,
+            KeyState::Revoked(REVOKED),
             "the created key is active here after its revocation"
         );
     }
@@ -542,9 +548,12 @@ mod tests {
             .all(|r| matches!(r.as_ref().unwrap(), KeyState::Active(_))));
         assert_eq!(lookup.calls.load(Ordering::SeqCst), 1);
         // Nothing from the distrusted load is served once trusted again.
-        *lookup.answer.lock().unwrap() = KeyState::Revoked;
+        *lookup.answer.lock().unwrap() = KeyState::Revoked(REVOKED);
         cache.flush_and_trust();
-        assert_eq!(cache.resolve(hash).await.unwrap(), KeyState::Revoked);
+        assert_eq!(
+            cache.resolve(hash).await.unwrap(),
+            KeyState::Revoked(REVOKED)
+        );
         assert_eq!(lookup.calls.load(Ordering::SeqCst), 2);
     }
 
@@ -557,7 +566,7 @@ mod tests {
         let began = cache.epoch();
         // Revoked (and invalidated) while a create of that key was between its epoch and
         // its insert; then two more invalidations push that one out of a memory of two.
-        *lookup.answer.lock().unwrap() = KeyState::Revoked;
+        *lookup.answer.lock().unwrap() = KeyState::Revoked(REVOKED);
         cache.invalidate(hash, InvalidationSource::Notify).await;
         cache
             .invalidate(KeyHash::of("b"), InvalidationSource::Notify)
@@ -566,7 +575,10 @@ mod tests {
             .invalidate(KeyHash::of("c"), InvalidationSource::Notify)
             .await;
         cache.insert_created(hash, valid, began).await;
-        assert_eq!(cache.resolve(hash).await.unwrap(), KeyState::Revoked);
+        assert_eq!(
+            cache.resolve(hash).await.unwrap(),
+            KeyState::Revoked(REVOKED)
+        );
     }
 
     #[tokio::test]
@@ -593,7 +605,10 @@ mod tests {
         cache
             .invalidate(KeyHash::of("b"), InvalidationSource::Notify)
             .await;
-        *lookup.answer.lock().unwrap() = KeyState::Revoked;
-        assert_eq!(cache.resolve(hash).await.unwrap(), KeyState::Revoked);
+        *lookup.answer.lock().unwrap() = KeyState::Revoked(REVOKED);
+        assert_eq!(
+            cache.resolve(hash).await.unwrap(),
+            KeyState::Revoked(REVOKED)
+        );
     }
 }

@@ -17,6 +17,7 @@ mod secret_scanning;
 mod serde_helpers;
 mod server;
 mod settings;
+mod usage;
 mod webhooks;
 
 pub use auth::{
@@ -31,4 +32,5 @@ pub use rate_limit::{OnRedisError, RateLimitOverride, RateLimitSettings, RateLim
 pub use secret_scanning::{ProviderSettings, ScanningProvider, SecretScanningSettings};
 pub use server::ServerSettings;
 pub use settings::Settings;
+pub use usage::UsageSettings;
 pub use webhooks::WebhookSettings;

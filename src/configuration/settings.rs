@@ -18,6 +18,7 @@ use super::log::LogSettings;
 use super::rate_limit::RateLimitSettings;
 use super::secret_scanning::SecretScanningSettings;
 use super::server::ServerSettings;
+use super::usage::UsageSettings;
 use super::webhooks::WebhookSettings;
 
 const DEFAULTS: &str = include_str!("../../config/default.toml");
@@ -32,6 +33,7 @@ pub struct Settings {
     pub keys: KeySettings,
     pub actors: ActorSettings,
     pub last_used: LastUsedSettings,
+    pub usage: UsageSettings,
     pub listener: ListenerSettings,
     pub rate_limit: RateLimitSettings,
     pub gateway: GatewaySettings,
@@ -114,6 +116,7 @@ impl Settings {
             ),
             ("server.body_read_timeout_ms", self.server.body_read_timeout),
             ("last_used.flush_interval_ms", self.last_used.flush_interval),
+            ("usage.flush_interval_ms", self.usage.flush_interval),
             ("listener.heartbeat_ms", self.listener.heartbeat),
             ("listener.reconnect_min_ms", self.listener.reconnect_min),
             ("rate_limit.redis_timeout_ms", self.rate_limit.redis_timeout),

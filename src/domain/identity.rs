@@ -35,13 +35,25 @@ pub struct Identity {
 }
 
 /// What a key hash resolves to. A revoked or unknown key carries no identity, so no code path
-/// can hand one on as if it could act. An expired key is `Active` with an `expires_at` in the
+/// can hand one on as if it could act (a revoked key keeps only its id, which its usage is
+/// counted against). An expired key is `Active` with an `expires_at` in the
 /// past: expiry is a matter of the clock, judged at each use ([`Identity::is_expired`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyState {
     Active(Identity),
-    Revoked,
+    Revoked(KeyId),
     Unknown,
+}
+
+impl KeyState {
+    /// The key's id, when the key exists.
+    pub fn key_id(&self) -> Option<KeyId> {
+        match self {
+            KeyState::Active(identity) => Some(identity.key_id),
+            KeyState::Revoked(key) => Some(*key),
+            KeyState::Unknown => None,
+        }
+    }
 }
 
 impl Identity {

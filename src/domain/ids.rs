@@ -21,6 +21,11 @@ macro_rules! uuid_id {
                 Uuid::try_parse(raw).ok().map($name)
             }
 
+            /// The all-zero id, which no stored row has.
+            pub const fn nil() -> Self {
+                $name(Uuid::nil())
+            }
+
             pub fn from_uuid(id: Uuid) -> Self {
                 $name(id)
             }

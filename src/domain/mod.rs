@@ -8,6 +8,7 @@ mod ids;
 mod key_limit;
 mod scope;
 pub mod timestamp;
+mod usage;
 
 pub use api_key::{ApiKey, KeyHash, KeyPrefix, KeyType, MalformedKey};
 pub use display_name::{DisplayName, NAME_MAX_CHARS};
@@ -16,3 +17,4 @@ pub use identity::{Identity, KeyState};
 pub use ids::{KeyId, OrgId, ProjectId};
 pub use key_limit::{KeyRateLimit, MAX_BURST, MAX_REQUESTS_PER_SECOND};
 pub use scope::{ScopeCatalog, ScopeName, ScopePattern, Scopes, BUILT_IN_SCOPES, MAX_SCOPES};
+pub use usage::{Granularity, UsageBucket, UsageCounts, UsageOutcome};

@@ -6,7 +6,7 @@
 //! labels) and their label values: `http` (and `route`, which counts each request), `auth`
 //! (the hot path, its cache, lastUsedAt), `keys` (the key lifecycle the org actors run),
 //! `revocation` (the listener and the acks), `rate_limit` (429s, Redis), `upstream`
-//! (forwarding), `webhooks` (attempts and the outbox queue), `secret_scanning` (leak reports) and `live` (the gauges read when Prometheus scrapes). `registry` composes
+//! (forwarding), `webhooks` (attempts and the outbox queue), `secret_scanning` (leak reports), `usage` (usage flushes and their backlog) and `live` (the gauges read when Prometheus scrapes). `registry` composes
 //! them into [`Metrics`]; `family` holds what building a family takes. The files below import
 //! each other, never this one.
 
@@ -21,6 +21,7 @@ mod revocation;
 mod route;
 mod secret_scanning;
 mod upstream;
+mod usage;
 mod webhooks;
 
 pub use auth::{AuthResult, InvalidationLabel};
@@ -33,4 +34,5 @@ pub use secret_scanning::{
     KeyFetchOutcome, LeakedKeyType, ReportOutcome, SecretScanningMetrics, TokenLabel,
 };
 pub use upstream::UpstreamErrorKind;
+pub use usage::{UsageBacklog, UsageMetrics};
 pub use webhooks::WebhookOutcome;

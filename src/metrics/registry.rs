@@ -18,6 +18,7 @@ use super::rate_limit::{self, RateLimitFallback, RateLimitedBy, RedisRoundTrip};
 use super::revocation;
 use super::secret_scanning::SecretScanningMetrics;
 use super::upstream::{self, UpstreamErrorKind, UpstreamErrors};
+use super::usage::{UsageBacklog, UsageLive, UsageMetrics};
 use super::webhooks::{self, WebhookOutcome};
 
 pub struct Metrics {
@@ -63,6 +64,8 @@ pub struct Metrics {
     pub webhook_oldest_pending_age: IntGauge,
     // secret_scanning.rs
     pub secret_scanning: SecretScanningMetrics,
+    // usage.rs
+    pub usage: UsageMetrics,
 }
 
 /// `logstitch_build_info{version}`, always 1.
@@ -120,6 +123,7 @@ impl Metrics {
             webhook_queue_depth: webhooks::queue_depth(&families),
             webhook_oldest_pending_age: webhooks::oldest_pending_age(&families),
             secret_scanning: SecretScanningMetrics::new(&families),
+            usage: UsageMetrics::new(&families),
             registry,
         }
     }
@@ -163,6 +167,13 @@ impl Metrics {
         self.registry
             .register(Box::new(LiveState::new(pool, cache, last_used)))
             .expect("live-state metric names are unique");
+    }
+
+    /// Adds the usage backlog gauges, read at scrape time.
+    pub fn watch_usage(&self, backlog: Arc<dyn UsageBacklog>) {
+        self.registry
+            .register(Box::new(UsageLive::new(backlog)))
+            .expect("usage metric names are unique");
     }
 
     /// The Prometheus text exposition.

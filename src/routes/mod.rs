@@ -11,6 +11,7 @@ mod pages;
 mod projects;
 mod responses;
 mod secret_scanning;
+mod usage;
 mod verify;
 mod webhooks;
 
@@ -65,6 +66,7 @@ pub fn configure(
             .configure(keys::configure)
             .configure(projects::configure)
             .configure(audit::configure)
+            .configure(usage::configure)
             .configure(webhooks::configure),
     );
 }

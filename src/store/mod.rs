@@ -14,6 +14,7 @@ mod keys;
 mod migrations;
 mod orgs;
 mod pool;
+mod usage;
 mod webhooks;
 
 pub use audit::{AuditEventRecord, EventPage, EventQuery, PagePosition};
@@ -28,6 +29,7 @@ pub use keys::{
 pub use migrations::{migrations_applied, run_migrations};
 pub use orgs::{NewOrganization, OrganizationRecord, ProjectRecord};
 pub use pool::{connect_pool, StoreError};
+pub use usage::{UsageDelta, UsageScope};
 pub use webhooks::{
     AfterAttempt, AttemptRecord, ClaimedDelivery, CreateEndpointError, DeliveryPage,
     DeliveryRecord, EndpointRecord, NewEndpoint, QueueStats, Retried, TEST_EVENT_TYPE,

@@ -30,4 +30,5 @@ mod routes;
 mod secret_scanning;
 mod security;
 mod smoke;
+mod usage;
 mod webhooks;

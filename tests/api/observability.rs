@@ -26,6 +26,10 @@ const EXPECTED_METRICS: &[&str] = &[
     "logstitch_db_pool_waiting",
     "logstitch_last_used_flush_duration_seconds_bucket",
     "logstitch_last_used_pending",
+    "logstitch_usage_flush_duration_seconds_bucket",
+    "logstitch_usage_flush_errors_total",
+    "logstitch_usage_flush_lag_seconds",
+    "logstitch_usage_pending_requests",
     "logstitch_build_info",
 ];
 

@@ -27,6 +27,8 @@ const SERVED: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/keys/{id}"),
     ("PATCH", "/api/v1/keys/{id}"),
     ("POST", "/api/v1/keys/{id}/roll"),
+    ("GET", "/api/v1/keys/{id}/usage"),
+    ("GET", "/api/v1/usage"),
     ("GET", "/api/v1/audit-events"),
     ("GET", "/api/v1/auth/verify"),
     ("POST", "/api/v1/projects"),
@@ -355,6 +357,44 @@ async fn real_responses_have_the_described_shapes() {
     conforms(&doc, "GET", "/api/v1/projects", &projects);
 
     let key_id = verified.body["key_id"].as_str().unwrap();
+    // Usage, with a bucket written as a flush would have.
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO key_usage (key_id, hour, organization_id, project_id, valid, forbidden)
+             SELECT id, date_trunc('hour', now()), organization_id, project_id, 3, 1
+             FROM api_keys WHERE id = $1::text::uuid",
+            &[&key_id],
+        )
+        .await
+        .unwrap();
+    let usage = app
+        .request(
+            Method::GET,
+            &format!("/api/v1/keys/{key_id}/usage?granularity=day"),
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    assert_eq!(usage.status, StatusCode::OK, "{usage:?}");
+    assert_eq!(usage.body["usage"][0]["total"], 4, "{usage:?}");
+    conforms(&doc, "GET", "/api/v1/keys/{id}/usage", &usage);
+    let usage = app
+        .request(
+            Method::GET,
+            "/api/v1/usage?from=nope",
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    assert_error(&usage, StatusCode::BAD_REQUEST, "validation_error");
+    conforms(&doc, "GET", "/api/v1/usage", &usage);
+    let usage = app
+        .request(Method::GET, "/api/v1/usage", Some(&project_key), None)
+        .await;
+    assert_error(&usage, StatusCode::FORBIDDEN, "forbidden");
+    conforms(&doc, "GET", "/api/v1/usage", &usage);
     let expiring = app
         .request(
             Method::POST,

@@ -783,6 +783,8 @@ enum Expect {
     RefusedAndStillWorks(StatusCode, &'static str, String),
     /// 200 with exactly this identity: (organization, project, key id).
     Identity(String, Option<String>, String),
+    /// 200 `{usage: [...], request_id}`.
+    UsageRead,
     /// 201, and the project is listed by the first master key and not by the second.
     ProjectCreated {
         listed_by: String,
@@ -817,6 +819,7 @@ impl Expect {
             }
             Expect::Identity(..) => "200, the caller's own identity".into(),
             Expect::ProjectCreated { .. } => "201, in the caller's org only".into(),
+            Expect::UsageRead => "200, usage".into(),
         }
     }
 }
@@ -850,6 +853,14 @@ async fn run_cell(app: &TestApp, cell: &Cell) -> Result<String, String> {
     match &cell.expect {
         Expect::Refused(status, code) => {
             if !error_matches(*status, code) {
+                return fail(reply.text.clone());
+            }
+        }
+        Expect::UsageRead => {
+            if reply.status != StatusCode::OK
+                || !reply.body["usage"].is_array()
+                || !reply.body["request_id"].is_string()
+            {
                 return fail(reply.text.clone());
             }
         }
@@ -1322,6 +1333,40 @@ async fn tenant_isolation_matrix() {
                 verify.headers.push(("X-LogStitch-Project-Id", project));
             }
             cells.push(verify);
+        }
+    }
+    // GET /api/v1/keys/{id}/usage: as the key list. GET /api/v1/usage: master only.
+    for (caller, token) in [(MASTER, &ma), (PROJECT, &pp)] {
+        for (target, key, project) in [(OWN_OWN, &kp, &p), (OWN_OTHER, &kq, &q), (OTHER, &kr, &r)] {
+            let readable = target == OWN_OWN || (caller == MASTER && target == OWN_OTHER);
+            cells.push(cell(
+                "GET /api/v1/keys/{id}/usage",
+                caller,
+                target,
+                Method::GET,
+                format!("/api/v1/keys/{key}/usage"),
+                token,
+                None,
+                if readable {
+                    UsageRead
+                } else {
+                    Refused(StatusCode::NOT_FOUND, "not_found")
+                },
+            ));
+            cells.push(cell(
+                "GET /api/v1/usage?project_id=",
+                caller,
+                target,
+                Method::GET,
+                format!("/api/v1/usage?project_id={project}"),
+                token,
+                None,
+                match (caller, target) {
+                    (PROJECT, _) => forbidden(),
+                    (_, OTHER) => Refused(StatusCode::NOT_FOUND, "not_found"),
+                    _ => UsageRead,
+                },
+            ));
         }
     }
     cells.extend([

@@ -30,7 +30,7 @@ impl Store {
                 return Ok(KeyState::Unknown);
             };
             if row.get::<_, bool>(4) {
-                return Ok(KeyState::Revoked);
+                return Ok(KeyState::Revoked(KeyId::from_uuid(row.get(0))));
             }
             let (scopes, enabled, rate_limit) = restrictions(&row, 6);
             Ok(KeyState::Active(Identity {
