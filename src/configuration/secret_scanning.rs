@@ -127,6 +127,12 @@ impl SecretScanningSettings {
                 &provider.signature_header,
                 known.as_ref().map(|k| k.signature_header),
             )?;
+            if key_id_header == signature_header {
+                return Err(wrong(
+                    "signature_header",
+                    "must differ from key_id_header (each carries its own value)",
+                ));
+            }
             resolved.push(ScanningProvider {
                 name: name.to_owned(),
                 keys_url,
@@ -137,14 +143,28 @@ impl SecretScanningSettings {
         Ok(resolved)
     }
 
+    /// The rules the fetch itself applies (`outbound::parse_url`), checked here so a bad URL
+    /// stops the binary at start like every bad setting.
     fn check_keys_url(&self, raw: &str) -> Result<(), &'static str> {
         let url = url::Url::parse(raw).map_err(|_| "must be an absolute URL")?;
         match url.scheme() {
-            "https" => Ok(()),
-            "http" if self.allow_http => Ok(()),
-            "http" => Err("must be https:// (http:// needs secret_scanning.allow_http = true)"),
-            _ => Err("must be an https:// URL"),
+            "https" => {}
+            "http" if self.allow_http => {}
+            "http" => {
+                return Err("must be https:// (http:// needs secret_scanning.allow_http = true)")
+            }
+            _ => return Err("must be an https:// URL"),
         }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("must name a host");
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("must not contain a username or password");
+        }
+        if url.fragment().is_some() {
+            return Err("must not contain a fragment");
+        }
+        Ok(())
     }
 
     pub(super) fn validate(&self) -> Result<(), SettingsError> {

@@ -383,6 +383,18 @@ mod tests {
             ),
             (format!("{provider}name = \"github\"\nextra = 1"), "extra"),
             (
+                format!("{provider}name = \"github\"\nkeys_url = \"https://u:p@k.example/\""),
+                "providers[0].keys_url",
+            ),
+            (
+                format!("{provider}name = \"github\"\nkeys_url = \"https://k.example/#f\""),
+                "providers[0].keys_url",
+            ),
+            (
+                format!("{provider}name = \"acme\"\nkeys_url = \"https://a.example/k\"\nkey_id_header = \"A-Id\"\nsignature_header = \"a-id\""),
+                "providers[0].signature_header",
+            ),
+            (
                 "[secret_scanning]\nkeys_ttl_secs = 0".to_owned(),
                 "secret_scanning.keys_ttl_secs",
             ),

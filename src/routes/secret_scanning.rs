@@ -65,7 +65,7 @@ async fn report(
         if refusal == NotAuthentic::KeysUnavailable {
             return Err(ApiError::new(
                 ErrorCode::ServiceUnavailable,
-                "The provider's public keys can't be fetched now; retry shortly",
+                provider.explain(refusal),
             ));
         }
         if let Some(ip) = ip {
@@ -73,7 +73,7 @@ async fn report(
         }
         return Err(ApiError::new(
             ErrorCode::InvalidSignature,
-            "The report's signature does not verify with the provider's published keys",
+            provider.explain(refusal),
         ));
     }
     let tokens = parse_report(&body).inspect_err(|_| counted(ReportOutcome::InvalidBody))?;

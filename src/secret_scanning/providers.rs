@@ -43,6 +43,27 @@ impl NotAuthentic {
 }
 
 impl Provider {
+    /// What the 401 (or 503) says: enough for a partner to tell its headers are misnamed from
+    /// a signature that doesn't verify, nothing an attacker could use.
+    pub fn explain(&self, refusal: NotAuthentic) -> String {
+        match refusal {
+            NotAuthentic::MissingHeaders => format!(
+                "The report must carry the {} and {} headers",
+                self.key_id_header, self.signature_header
+            ),
+            NotAuthentic::UnknownKey => {
+                "The report names a key identifier the provider does not publish".to_owned()
+            }
+            NotAuthentic::BadSignature => {
+                "The report's signature does not verify with the provider's published key"
+                    .to_owned()
+            }
+            NotAuthentic::KeysUnavailable => {
+                "The provider's public keys can't be fetched now; retry shortly".to_owned()
+            }
+        }
+    }
+
     /// Whether `body` is signed by one of the provider's listed keys, as the headers say.
     pub async fn authenticate(
         &self,

@@ -28,45 +28,79 @@ impl std::fmt::Debug for ReportedToken {
     }
 }
 
-/// The tokens of a verified body; a 400 `validation_error` naming the entry at fault (never
-/// quoting a token) for anything else. Fields other than these four are ignored, so a
-/// partner adding one breaks nothing.
+/// The longest `url` or `source` kept (characters): a partner's report is trusted, but what it
+/// says is stored in the append-only audit trail and sent in every webhook.
+pub const MAX_SITE_CHARS: usize = 2048;
+/// At most this many problems are listed in one answer.
+const MAX_PROBLEMS: usize = 100;
+
+/// The tokens of a verified body; a 400 `validation_error` listing every entry at fault (never
+/// quoting a token) for anything else. Fields other than these four are ignored, so a partner
+/// adding one breaks nothing. A `url` or `source` longer than [`MAX_SITE_CHARS`] is cut.
 pub fn parse(body: &[u8]) -> Result<Vec<ReportedToken>, ApiError> {
-    let invalid = |field: String, message: &'static str| {
+    let refused = |problems: Vec<FieldError>| {
         ApiError::validation(
             "The report must be a JSON array of at most 1000 {token, type, url?, source?} objects",
-            vec![FieldError::new(field, message)],
+            problems,
         )
     };
     let Ok(Value::Array(entries)) = serde_json::from_slice::<Value>(body) else {
-        return Err(invalid("body".into(), "must be a JSON array"));
+        return Err(refused(vec![FieldError::new(
+            "body",
+            "must be a JSON array",
+        )]));
     };
     if entries.len() > MAX_TOKENS {
-        return Err(invalid("body".into(), "must hold at most 1000 tokens"));
+        return Err(refused(vec![FieldError::new(
+            "body",
+            "must hold at most 1000 tokens",
+        )]));
     }
+    let mut problems = Vec::new();
     let mut tokens = Vec::with_capacity(entries.len());
     for (index, entry) in entries.into_iter().enumerate() {
         let Value::Object(mut entry) = entry else {
-            return Err(invalid(format!("[{index}]"), "must be an object"));
+            problems.push(FieldError::new(format!("[{index}]"), "must be an object"));
+            continue;
         };
         let mut text = |name: &str, required: bool| match entry.remove(name) {
-            Some(Value::String(value)) => Ok(Some(value)),
-            None | Some(Value::Null) if !required => Ok(None),
-            None => Err(invalid(format!("[{index}].{name}"), "is required")),
-            Some(_) => Err(invalid(format!("[{index}].{name}"), "must be a string")),
+            Some(Value::String(value)) => Some(value),
+            None | Some(Value::Null) if !required => None,
+            None => {
+                problems.push(FieldError::new(format!("[{index}].{name}"), "is required"));
+                None
+            }
+            Some(_) => {
+                problems.push(FieldError::new(
+                    format!("[{index}].{name}"),
+                    "must be a string",
+                ));
+                None
+            }
         };
-        let token = text("token", true)?.expect("required");
-        let token_type = text("type", true)?.expect("required");
-        let url = text("url", false)?;
-        let source = text("source", false)?;
-        tokens.push(ReportedToken {
-            token,
-            token_type,
-            url,
-            source,
-        });
+        let (token, token_type) = (text("token", true), text("type", true));
+        let (url, source) = (text("url", false), text("source", false));
+        if let (Some(token), Some(token_type)) = (token, token_type) {
+            tokens.push(ReportedToken {
+                token,
+                token_type,
+                url: url.map(cut),
+                source: source.map(cut),
+            });
+        }
+    }
+    if !problems.is_empty() {
+        problems.truncate(MAX_PROBLEMS);
+        return Err(refused(problems));
     }
     Ok(tokens)
+}
+
+fn cut(mut text: String) -> String {
+    if let Some((end, _)) = text.char_indices().nth(MAX_SITE_CHARS) {
+        text.truncate(end);
+    }
+    text
 }
 
 #[cfg(test)]
@@ -108,6 +142,15 @@ mod tests {
         assert!(field_of(r#"[{"token":"mk_secret","type":"t"}, 3]"#).contains("[1]"));
         assert!(field_of(r#"[{"token":1,"type":"t"}]"#).contains("[0].token"));
         assert!(field_of(r#"[{"token":"mk_secret","type":"t","url":5}]"#).contains("[0].url"));
+        let all = parse(br#"[{"token":1,"type":"t"}, 3, {"type":"t"}]"#).unwrap_err();
+        let fields: Vec<_> = all.details().iter().map(|d| d.field.as_ref()).collect();
+        assert_eq!(fields, ["[0].token", "[1]", "[2].token"]);
+        let long = format!(
+            r#"[{{"token":"a","type":"t","url":"{}"}}]"#,
+            "é".repeat(5000)
+        );
+        let cut = parse(long.as_bytes()).unwrap();
+        assert_eq!(cut[0].url.as_ref().unwrap().chars().count(), MAX_SITE_CHARS);
         let many = format!("[{}]", vec![r#"{"token":"a","type":"t"}"#; 1001].join(","));
         assert!(field_of(&many).contains("at most 1000"));
         let most = format!("[{}]", vec![r#"{"token":"a","type":"t"}"#; 1000].join(","));
