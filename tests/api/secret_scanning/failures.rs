@@ -1,5 +1,6 @@
 //! Reports that meet trouble: the database going away mid-batch (what committed stays, the
-//! answer is a 503 a retry finishes).
+//! answer is a 503 a retry finishes), and a listener that never acknowledges (the answer
+//! waits for it once, not once per revoked key).
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use secrecy::SecretString;
 use super::partner::{KeysDocument, PartnerKey};
 use super::{events_with_action, labels, report_of, scanning, send_report, QUICK};
 use crate::helpers::{assert_error, spawn_app_with, TestDatabase};
+use crate::master_key::silent_listener;
 use crate::pg_proxy::PgProxy;
 
 /// Whether the key whose plaintext is `key` is revoked, read from the database.
@@ -119,4 +121,42 @@ async fn the_database_going_away_mid_batch_keeps_what_committed_and_a_retry_fini
         );
     }
     assert_eq!(events_with_action(&db, "key.revoked").await, 3);
+}
+
+#[actix_web::test]
+async fn a_report_of_many_keys_waits_for_a_silent_listener_once_not_once_per_key() {
+    const ACK_TIMEOUT: Duration = Duration::from_millis(1500);
+    let partner = PartnerKey::new("github-key-1");
+    let document = KeysDocument::serving(&[&partner]).await;
+    let db = TestDatabase::create().await;
+    let app = spawn_app_with(db.clone(), |settings| {
+        scanning(settings, &document);
+        settings.listener.ack_timeout = ACK_TIMEOUT;
+    })
+    .await;
+    let org = app.create_org("Leaky").await;
+    let mut keys = Vec::new();
+    for _ in 0..4 {
+        keys.push(app.new_project_key(&org).await.1);
+    }
+    let tokens: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let body = report_of(&tokens);
+    let _silent = silent_listener(&db, "silent1").await;
+    let started = Instant::now();
+    let reply = send_report(&app, &partner, &body).await;
+    let took = started.elapsed();
+    assert_eq!(labels(&reply), ["true_positive"; 4]);
+    assert!(took >= ACK_TIMEOUT, "answered after {took:?}, before the ack timeout");
+    assert!(
+        took < ACK_TIMEOUT * 3,
+        "answered after {took:?}: one ack timeout per key, not one for the report"
+    );
+    for key in &keys {
+        assert_error(
+            &app.verify(key).await,
+            StatusCode::UNAUTHORIZED,
+            "key_revoked",
+        );
+    }
+    assert_eq!(events_with_action(&db, "key.revoked").await, 4);
 }
