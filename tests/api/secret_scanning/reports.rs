@@ -1,6 +1,8 @@
 //! Verified reports: labels, revocations seen by every instance, one event and one `key.leaked`
 //! delivery per revoked key, replays, key rotation, and look-alikes that cost no query.
 
+use std::time::{Duration, Instant};
+
 use actix_web::http::StatusCode;
 use logstitch_gateway::domain::{ApiKey, KeyHash, KeyType};
 use serde_json::json;
@@ -260,4 +262,39 @@ async fn a_thousand_look_alikes_are_answered_with_no_database_query() {
         app.metric("logstitch_secret_scanning_lookups_total").await,
         before + 1.0
     );
+}
+
+#[actix_web::test]
+async fn a_made_up_identifier_fetching_from_a_slow_endpoint_never_holds_up_genuine_reports() {
+    let partner = PartnerKey::new("k1");
+    let document = KeysDocument::serving(&[&partner]).await;
+    let app = scanning_app(TestDatabase::create().await, &document).await;
+    let org = app.create_org("Patient").await;
+    let (_, first) = app.new_project_key(&org).await;
+    let (_, second) = app.new_project_key(&org).await;
+    assert_eq!(
+        labels(&send_report(&app, &partner, &report_of(&[&first])).await),
+        ["true_positive"]
+    );
+    // The keys endpoint turns slow; a forger names an identifier nobody published, which
+    // fetches the document again, for seconds.
+    document.slow_down(Duration::from_secs(4));
+    let stranger = PartnerKey::new("made-up");
+    let body = report_of(&[&second]);
+    let (forged, (genuine, took)) = futures_util::join!(
+        send_report(&app, &stranger, &body),
+        async {
+            actix_rt::time::sleep(Duration::from_millis(300)).await;
+            let started = Instant::now();
+            let reply = send_report(&app, &partner, &body).await;
+            (reply, started.elapsed())
+        }
+    );
+    assert_error(&forged, StatusCode::UNAUTHORIZED, "invalid_signature");
+    assert_eq!(labels(&genuine), ["true_positive"]);
+    assert!(
+        took < Duration::from_secs(2),
+        "the genuine report waited {took:?} behind the forger's fetch"
+    );
+    assert_eq!(document.fetches(), 2);
 }
