@@ -89,12 +89,19 @@ async fn the_database_going_away_mid_batch_keeps_what_committed_and_a_retry_fini
             if waiting > 0 {
                 break;
             }
-            assert!(Instant::now() < deadline, "the report never reached the held key");
+            assert!(
+                Instant::now() < deadline,
+                "the report never reached the held key"
+            );
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
         proxy.cut();
     });
-    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable");
+    assert_error(
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    );
     locker.batch_execute("ROLLBACK").await.unwrap();
     assert!(revoked(&db, &first).await, "the first revocation committed");
     assert!(!revoked(&db, &second).await && !revoked(&db, &third).await);
@@ -146,7 +153,10 @@ async fn a_report_of_many_keys_waits_for_a_silent_listener_once_not_once_per_key
     let reply = send_report(&app, &partner, &body).await;
     let took = started.elapsed();
     assert_eq!(labels(&reply), ["true_positive"; 4]);
-    assert!(took >= ACK_TIMEOUT, "answered after {took:?}, before the ack timeout");
+    assert!(
+        took >= ACK_TIMEOUT,
+        "answered after {took:?}, before the ack timeout"
+    );
     assert!(
         took < ACK_TIMEOUT * 3,
         "answered after {took:?}: one ack timeout per key, not one for the report"

@@ -72,11 +72,12 @@ async fn a_report_racing_itself_a_delete_and_two_rolls_revokes_each_key_once() {
         .get(0);
     assert_eq!(active_masters, 1, "exactly one active master key");
     // The one left is the one the later roll showed.
-    let newest = [&rolled_a, &rolled_b].map(|reply| {
-        reply.body["master_key"].as_str().unwrap().to_owned()
-    });
+    let newest =
+        [&rolled_a, &rolled_b].map(|reply| reply.body["master_key"].as_str().unwrap().to_owned());
     let working: Vec<bool> = futures_util::future::join_all(
-        newest.iter().map(|key| async { a.verify(key).await.status == StatusCode::OK }),
+        newest
+            .iter()
+            .map(|key| async { a.verify(key).await.status == StatusCode::OK }),
     )
     .await;
     assert_eq!(working.iter().filter(|ok| **ok).count(), 1, "{working:?}");

@@ -281,15 +281,13 @@ async fn a_made_up_identifier_fetching_from_a_slow_endpoint_never_holds_up_genui
     document.slow_down(Duration::from_secs(4));
     let stranger = PartnerKey::new("made-up");
     let body = report_of(&[&second]);
-    let (forged, (genuine, took)) = futures_util::join!(
-        send_report(&app, &stranger, &body),
-        async {
+    let (forged, (genuine, took)) =
+        futures_util::join!(send_report(&app, &stranger, &body), async {
             actix_rt::time::sleep(Duration::from_millis(300)).await;
             let started = Instant::now();
             let reply = send_report(&app, &partner, &body).await;
             (reply, started.elapsed())
-        }
-    );
+        });
     assert_error(&forged, StatusCode::UNAUTHORIZED, "invalid_signature");
     assert_eq!(labels(&genuine), ["true_positive"]);
     assert!(
