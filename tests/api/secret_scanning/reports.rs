@@ -296,3 +296,36 @@ async fn a_made_up_identifier_fetching_from_a_slow_endpoint_never_holds_up_genui
     );
     assert_eq!(document.fetches(), 2);
 }
+
+#[actix_web::test]
+async fn odd_strings_in_a_verified_report_are_answered_and_audited_as_sent() {
+    let partner = PartnerKey::new("k1");
+    let document = KeysDocument::serving(&[&partner]).await;
+    let db = TestDatabase::create().await;
+    let app = scanning_app(db.clone(), &document).await;
+    let org = app.create_org("Odd").await;
+    let (_, live) = app.new_project_key(&org).await;
+    let odd = "a\u{0}b \u{1F511} \" \\ \r\n";
+    let body = serde_json::to_vec(&json!([
+        {"token": live, "type": odd, "url": odd, "source": ""},
+        {"token": odd, "type": "t"},
+    ]))
+    .unwrap();
+    let reply = send_report(&app, &partner, &body).await;
+    assert_eq!(labels(&reply), ["true_positive", "false_positive"]);
+    assert_eq!(reply.body[0]["token_type"], odd);
+    assert_eq!(reply.body[1]["token_hash"], KeyHash::of(odd).to_hex());
+    let trail = app
+        .request(
+            actix_web::http::Method::GET,
+            "/api/v1/audit-events?action=key.revoked",
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    assert_eq!(trail.status, StatusCode::OK, "{trail:?}");
+    assert_eq!(
+        trail.body["events"][0]["details"],
+        json!({"reason": "leaked", "url": odd, "source": ""})
+    );
+}
