@@ -34,6 +34,12 @@ impl PartnerKey {
         STANDARD.encode(signature.as_bytes())
     }
 
+    /// base64 of the same signature as fixed-size `r || s` (64 bytes), not DER.
+    pub fn sign_raw(&self, body: &[u8]) -> String {
+        let signature: p256::ecdsa::Signature = self.signing.sign(body);
+        STANDARD.encode(signature.to_bytes())
+    }
+
     fn listed(&self, current: bool) -> Value {
         let pem = VerifyingKey::from(&self.signing)
             .to_public_key_pem(LineEnding::LF)
