@@ -296,3 +296,43 @@ async fn wire_level_tricks_are_refused_in_the_envelope_and_revoke_nothing() {
     assert_eq!(app.verify(&live).await.status, StatusCode::OK);
     assert_eq!(events_with_action(&db, "key.revoked").await, 0);
 }
+
+#[actix_web::test]
+async fn a_sender_of_forged_reports_is_throttled_429_before_its_body_is_read() {
+    const BURST: u32 = 3;
+    let partner = PartnerKey::new("k1");
+    let document = KeysDocument::serving(&[&partner]).await;
+    let db = TestDatabase::create().await;
+    let app = spawn_app_with(db.clone(), |settings| {
+        super::scanning(settings, &document);
+        settings.rate_limit.failed_auth_burst = std::num::NonZeroU32::new(BURST).unwrap();
+        settings.rate_limit.failed_auth_per_second = 0.01;
+    })
+    .await;
+    let org = app.create_org("Throttled").await;
+    let (_, live) = app.new_project_key(&org).await;
+    let body = report_of(&[&live]);
+    let forged = PartnerKey::new("k1").sign(&body);
+    let headers = [
+        (
+            "Github-Public-Key-Identifier",
+            partner.identifier.as_bytes(),
+        ),
+        ("Github-Public-Key-Signature", forged.as_bytes()),
+    ];
+    for _ in 0..BURST {
+        let reply = send_with(&app, &headers, body.clone()).await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_signature");
+    }
+    let throttled = send_with(&app, &headers, body.clone()).await;
+    assert_error(&throttled, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(
+        throttled.headers.contains_key("retry-after"),
+        "{throttled:?}"
+    );
+    // Even a genuine report from that address waits its turn; nothing was revoked.
+    let genuine = send_report(&app, &partner, &body).await;
+    assert_error(&genuine, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert_eq!(app.verify(&live).await.status, StatusCode::OK);
+    assert_eq!(events_with_action(&db, "key.revoked").await, 0);
+}
