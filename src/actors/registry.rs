@@ -94,7 +94,9 @@ impl OrgActors {
         Ok(M::conclude(answer).await)
     }
 
-    async fn answer<M>(&self, org: OrgId, msg: M) -> Result<M::Result, ActorUnavailable>
+    /// [`ask`](Self::ask) without the conclusion: the actor's answer, for a requester that
+    /// concludes several messages side by side ([`Claimed::conclude`] each, before its answer).
+    pub async fn answer<M>(&self, org: OrgId, msg: M) -> Result<M::Result, ActorUnavailable>
     where
         M: Message + Claimed + Clone + Send + 'static,
         M::Result: Send,

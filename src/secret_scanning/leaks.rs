@@ -4,10 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 
+use futures_util::future::join_all;
 use serde::Serialize;
 
 use super::report::ReportedToken;
-use crate::actors::{Claim, OrgActors, RevokeLeakedKey};
+use crate::actors::{Claim, Claimed, OrgActors, RevokeLeakedKey};
 use crate::audit::AuditContext;
 use crate::domain::{ApiKey, KeyHash, KeyType};
 use crate::error::ApiError;
@@ -54,8 +55,11 @@ pub async fn act_on<'a>(
         let found = handles.store.find_reported_keys(&well_formed).await?;
         found.into_iter().map(|key| (key.hash, key)).collect()
     };
-    let mut revoked: HashSet<KeyHash> = HashSet::new();
     let mut feedback = Vec::with_capacity(tokens.len());
+    // The live keys to revoke, each once (the same token twice in one report is revoked once),
+    // in the report's order, with the entry that reported it first.
+    let mut seen: HashSet<KeyHash> = HashSet::new();
+    let mut to_revoke: Vec<(&ReportedKey, KeyType, &ReportedToken)> = Vec::new();
     for (reported, hashed) in tokens.iter().zip(&hashes) {
         let known = (*hashed).and_then(|(hash, key_type)| Some((ours.get(&hash)?, key_type)));
         let label = match known {
@@ -63,17 +67,8 @@ pub async fn act_on<'a>(
             None => TokenLabel::FalsePositive,
         };
         if let Some((key, key_type)) = known.filter(|(key, _)| key.live) {
-            // The same token twice in one report is revoked once.
-            if revoked.insert(key.hash) && revoke(key, reported, context, &handles).await? {
-                let key_type = match key_type {
-                    KeyType::Master => LeakedKeyType::Master,
-                    KeyType::Project => LeakedKeyType::Project,
-                };
-                handles
-                    .metrics
-                    .secret_scanning
-                    .keys_revoked
-                    .inc(provider, key_type);
+            if seen.insert(key.hash) {
+                to_revoke.push((key, key_type, reported));
             }
         }
         handles.metrics.secret_scanning.tokens.inc(provider, label);
@@ -83,32 +78,66 @@ pub async fn act_on<'a>(
             label: label.as_str(),
         });
     }
+    revoke_all(&to_revoke, provider, context, &handles).await?;
     Ok(feedback)
 }
 
-/// Whether this report revoked `key` (false: revoked or expired meanwhile).
-async fn revoke(
-    key: &ReportedKey,
-    reported: &ReportedToken,
+/// Revokes each key in turn, each in its own transaction, stopping at the first failure; then
+/// waits for every committed revocation's acknowledgements side by side (so a report of many
+/// keys waits one ack timeout at most, not one per key) before answering, error or not.
+async fn revoke_all(
+    keys: &[(&ReportedKey, KeyType, &ReportedToken)],
+    provider: &str,
     context: &AuditContext,
     handles: &Handles<'_>,
-) -> Result<bool, ApiError> {
-    let message = RevokeLeakedKey {
-        key_id: key.key_id,
-        site: LeakSite {
-            url: reported.url.clone(),
-            source: reported.source.clone(),
-        },
-        context: context.clone(),
-        claim: Claim::default(),
-    };
-    let revoked = handles.actors.ask(key.organization_id, message).await??;
-    if revoked {
+) -> Result<(), ApiError> {
+    let mut committed = Vec::with_capacity(keys.len());
+    let mut failure: Option<ApiError> = None;
+    for (key, key_type, reported) in keys {
+        let message = RevokeLeakedKey {
+            key_id: key.key_id,
+            site: LeakSite {
+                url: reported.url.clone(),
+                source: reported.source.clone(),
+            },
+            context: context.clone(),
+            claim: Claim::default(),
+        };
+        let answer = match handles.actors.answer(key.organization_id, message).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => {
+                failure = Some(error.into());
+                break;
+            }
+            Err(error) => {
+                failure = Some(error.into());
+                break;
+            }
+        };
+        committed.push(async move {
+            let revoked = RevokeLeakedKey::conclude(Ok(answer)).await;
+            (*key, *key_type, revoked)
+        });
+    }
+    for (key, key_type, revoked) in join_all(committed).await {
+        // The acknowledgements can't fail once committed; `false`: revoked or expired meanwhile.
+        if !matches!(revoked, Ok(true)) {
+            continue;
+        }
         tracing::warn!(
             key_id = %key.key_id,
             organization_id = %key.organization_id,
             "revoked a key a secret-scanning partner reported leaked"
         );
+        let key_type = match key_type {
+            KeyType::Master => LeakedKeyType::Master,
+            KeyType::Project => LeakedKeyType::Project,
+        };
+        handles
+            .metrics
+            .secret_scanning
+            .keys_revoked
+            .inc(provider, key_type);
     }
-    Ok(revoked)
+    failure.map_or(Ok(()), Err)
 }

@@ -5,6 +5,7 @@
 //! identifiers can't turn into a flood of fetches.
 
 use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use p256::ecdsa::VerifyingKey;
@@ -35,15 +36,23 @@ pub struct PublicKeys {
     client: OutboundClient,
     ttl: Duration,
     refetch_min_interval: Duration,
-    /// Held across a fetch: concurrent reports wait for one fetch instead of each making one.
-    state: Mutex<Fetched>,
+    /// The keys in hand, read without waiting for a fetch under way: a report naming a made-up
+    /// identifier (which may fetch, for up to the fetch timeout) never holds up genuine ones.
+    in_hand: RwLock<InHand>,
+    /// Held across a fetch: concurrent reports that need one wait for it instead of each
+    /// making one.
+    attempts: Mutex<Attempts>,
 }
 
 #[derive(Default)]
-struct Fetched {
+struct InHand {
     keys: HashMap<String, VerifyingKey>,
     /// When the keys in hand were fetched; None before the first success.
     fetched_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Attempts {
     /// When a fetch was last tried, successful or not: a document that can't be fetched is
     /// tried again at most once per `refetch_min_interval`, not at every report.
     tried_at: Option<Instant>,
@@ -79,33 +88,53 @@ impl PublicKeys {
             client,
             ttl,
             refetch_min_interval,
-            state: Mutex::new(Fetched::default()),
+            in_hand: RwLock::new(InHand::default()),
+            attempts: Mutex::new(Attempts::default()),
         }
     }
 
     /// The key named `identifier`.
     pub async fn key(&self, identifier: &str, metrics: &Metrics) -> KeyLookup {
-        let mut state = self.state.lock().await;
-        let stale = state.fetched_at.is_none_or(|at| at.elapsed() >= self.ttl);
-        let fetch_now = stale && self.not_within_interval(state.tried_at);
+        let (listed, stale) = self.in_hand(identifier);
+        // A listed key is used at once while the document is fresh, or (stale) while another
+        // report's fetch is under way; anything else waits its turn to fetch.
+        let mut attempts = match (listed, stale, self.attempts.try_lock()) {
+            (Some(key), false, _) | (Some(key), true, Err(_)) => return KeyLookup::Found(key),
+            (_, _, Ok(attempts)) => attempts,
+            (None, _, Err(_)) => self.attempts.lock().await,
+        };
+        // Another report's fetch may have ended while this one waited.
+        let (_, stale) = self.in_hand(identifier);
+        let fetch_now = stale && self.not_within_interval(attempts.tried_at);
         if fetch_now {
-            self.fetch(&mut state, metrics).await;
+            self.fetch(&mut attempts, metrics).await;
         }
-        if let Some(key) = state.keys.get(identifier) {
-            return KeyLookup::Found(*key);
+        if let (Some(key), _) = self.in_hand(identifier) {
+            return KeyLookup::Found(key);
         }
         // A new identifier: the provider may have rotated its key since the last fetch.
-        if !fetch_now && self.not_within_interval(state.refetched_at) {
-            state.refetched_at = Some(Instant::now());
-            self.fetch(&mut state, metrics).await;
-            if let Some(key) = state.keys.get(identifier) {
-                return KeyLookup::Found(*key);
+        if !fetch_now && self.not_within_interval(attempts.refetched_at) {
+            attempts.refetched_at = Some(Instant::now());
+            self.fetch(&mut attempts, metrics).await;
+            if let (Some(key), _) = self.in_hand(identifier) {
+                return KeyLookup::Found(key);
             }
         }
-        if state.fetched_at.is_none() {
+        if self.read().fetched_at.is_none() {
             return KeyLookup::Unavailable;
         }
         KeyLookup::Unknown
+    }
+
+    /// The key named `identifier` among those in hand, and whether they are due a fetch.
+    fn in_hand(&self, identifier: &str) -> (Option<VerifyingKey>, bool) {
+        let in_hand = self.read();
+        let stale = in_hand.fetched_at.is_none_or(|at| at.elapsed() >= self.ttl);
+        (in_hand.keys.get(identifier).copied(), stale)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, InHand> {
+        self.in_hand.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn not_within_interval(&self, last: Option<Instant>) -> bool {
@@ -113,8 +142,8 @@ impl PublicKeys {
     }
 
     /// Fetches the document; on failure the keys in hand stay (logged and counted).
-    async fn fetch(&self, state: &mut Fetched, metrics: &Metrics) {
-        state.tried_at = Some(Instant::now());
+    async fn fetch(&self, attempts: &mut Attempts, metrics: &Metrics) {
+        attempts.tried_at = Some(Instant::now());
         let fetches = &metrics.secret_scanning.key_fetches;
         match self.fetch_document().await {
             Ok(keys) => {
@@ -124,8 +153,9 @@ impl PublicKeys {
                     keys = keys.len(),
                     "fetched the secret-scanning provider's public keys"
                 );
-                state.keys = keys;
-                state.fetched_at = Some(Instant::now());
+                let fetched_at = Some(Instant::now());
+                *self.in_hand.write().unwrap_or_else(PoisonError::into_inner) =
+                    InHand { keys, fetched_at };
             }
             Err(problem) => {
                 fetches.inc(&self.provider, KeyFetchOutcome::Failed);
@@ -133,7 +163,7 @@ impl PublicKeys {
                     provider = %self.provider,
                     url = %self.url,
                     %problem,
-                    kept = state.keys.len(),
+                    kept = self.read().keys.len(),
                     "could not fetch the secret-scanning provider's public keys"
                 );
             }

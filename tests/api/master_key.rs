@@ -77,7 +77,7 @@ async fn key_id_of(app: &TestApp, key: &str) -> String {
 
 /// A connection named as a listening instance that never acknowledges: in every revoke's
 /// census, so a revoker that waits for acks waits for it until the ack timeout.
-async fn silent_listener(db: &TestDatabase, instance_id: &str) -> tokio_postgres::Client {
+pub async fn silent_listener(db: &TestDatabase, instance_id: &str) -> tokio_postgres::Client {
     let mut config: tokio_postgres::Config = db.url.parse().expect("the test URL parses");
     config.application_name(format!("logstitch-listener-{instance_id}"));
     let (client, connection) = config

@@ -1,11 +1,15 @@
 //! Reports that must change nothing: forged (tampered body, wrong identifier, another key's
 //! signature, missing headers), oversized, malformed after verifying, or for no provider.
 
+use std::io::Write;
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 
 use super::partner::{KeysDocument, PartnerKey};
 use super::{events_with_action, report_of, scanning_app, send_report, send_with, REPORT_PATH};
-use crate::helpers::{assert_error, assert_validation_error, TestDatabase};
+use crate::helpers::{assert_error, assert_validation_error, spawn_app_with, TestDatabase};
+use crate::raw_http::{blocking, connect, raw_bytes, raw_exchange, read_raw_reply, RawReply};
 
 #[actix_web::test]
 async fn forged_reports_are_refused_401_and_revoke_nothing() {
@@ -176,4 +180,159 @@ async fn oversized_malformed_and_unknown_reports_change_nothing() {
         .await;
     assert_error(&reply, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     assert_eq!(app.verify(&live).await.status, StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn wire_level_tricks_are_refused_in_the_envelope_and_revoke_nothing() {
+    let partner = PartnerKey::new("k1");
+    let document = KeysDocument::serving(&[&partner]).await;
+    let db = TestDatabase::create().await;
+    let app = spawn_app_with(db.clone(), |settings| {
+        super::scanning(settings, &document);
+        settings.server.body_read_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let org = app.create_org("Wire").await;
+    let (_, live) = app.new_project_key(&org).await;
+    let body = report_of(&[&live]);
+    let genuine = partner.sign(&body);
+    let id = partner.identifier.as_bytes();
+
+    // The right key's signature, as raw r || s instead of DER; and an identifier that is not
+    // ASCII; and the genuine signature under such an identifier.
+    let mut refused = vec![
+        send_with(
+            &app,
+            &[
+                ("Github-Public-Key-Identifier", id),
+                (
+                    "Github-Public-Key-Signature",
+                    partner.sign_raw(&body).as_bytes(),
+                ),
+            ],
+            body.clone(),
+        )
+        .await,
+        send_with(
+            &app,
+            &[
+                ("Github-Public-Key-Identifier", b"k1\xff\xfe"),
+                ("Github-Public-Key-Signature", genuine.as_bytes()),
+            ],
+            body.clone(),
+        )
+        .await,
+    ];
+    // On the wire: the identifier header twice, a made-up one first (the first is the one
+    // read); the same with the signature header; a chunked body over 1 MiB; a body that stops
+    // short of its Content-Length.
+    let port = app.port;
+    let wire: Vec<RawReply> = blocking({
+        let (body, genuine) = (body.clone(), genuine.clone());
+        move || {
+            let twice_id = raw_exchange(
+                port,
+                "POST",
+                REPORT_PATH,
+                &[
+                    ("Github-Public-Key-Identifier", b"made-up"),
+                    ("Github-Public-Key-Identifier", b"k1"),
+                    ("Github-Public-Key-Signature", genuine.as_bytes()),
+                ],
+                &body,
+            );
+            let twice_signature = raw_exchange(
+                port,
+                "POST",
+                REPORT_PATH,
+                &[
+                    ("Github-Public-Key-Identifier", b"k1"),
+                    ("Github-Public-Key-Signature", b"AAAA"),
+                    ("Github-Public-Key-Signature", genuine.as_bytes()),
+                ],
+                &body,
+            );
+            let mut chunked = format!(
+                "POST {REPORT_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\
+                 Connection: close\r\n\r\n"
+            )
+            .into_bytes();
+            for _ in 0..17 {
+                chunked.extend_from_slice(b"10000\r\n");
+                chunked.extend_from_slice(&[b' '; 0x10000]);
+                chunked.extend_from_slice(b"\r\n");
+            }
+            chunked.extend_from_slice(b"0\r\n\r\n");
+            let mut stream = connect(port);
+            // The server may answer and close before all of it is written.
+            let _ = stream.write_all(&chunked);
+            let chunked = read_raw_reply(&mut stream, Duration::from_secs(10));
+            let short = raw_bytes(
+                port,
+                format!(
+                    "POST {REPORT_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\
+                     Connection: close\r\n\r\n[]"
+                )
+                .as_bytes(),
+            );
+            vec![twice_id, twice_signature, chunked, short]
+        }
+    })
+    .await;
+    for reply in refused.drain(..) {
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_signature");
+    }
+    let expected = [
+        (401, "invalid_signature"),
+        (401, "invalid_signature"),
+        (413, "payload_too_large"),
+        (408, "request_timeout"),
+    ];
+    for (reply, (status, code)) in wire.iter().zip(expected) {
+        assert_eq!(reply.status, Some(status), "{}", reply.text());
+        assert_eq!(reply.json()["error"]["code"], code, "{}", reply.text());
+        assert!(!reply.text().contains(&live));
+    }
+    assert_eq!(app.verify(&live).await.status, StatusCode::OK);
+    assert_eq!(events_with_action(&db, "key.revoked").await, 0);
+}
+
+#[actix_web::test]
+async fn a_sender_of_forged_reports_is_throttled_429_before_its_body_is_read() {
+    const BURST: u32 = 3;
+    let partner = PartnerKey::new("k1");
+    let document = KeysDocument::serving(&[&partner]).await;
+    let db = TestDatabase::create().await;
+    let app = spawn_app_with(db.clone(), |settings| {
+        super::scanning(settings, &document);
+        settings.rate_limit.failed_auth_burst = std::num::NonZeroU32::new(BURST).unwrap();
+        settings.rate_limit.failed_auth_per_second = 0.01;
+    })
+    .await;
+    let org = app.create_org("Throttled").await;
+    let (_, live) = app.new_project_key(&org).await;
+    let body = report_of(&[&live]);
+    let forged = PartnerKey::new("k1").sign(&body);
+    let headers = [
+        (
+            "Github-Public-Key-Identifier",
+            partner.identifier.as_bytes(),
+        ),
+        ("Github-Public-Key-Signature", forged.as_bytes()),
+    ];
+    for _ in 0..BURST {
+        let reply = send_with(&app, &headers, body.clone()).await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED, "invalid_signature");
+    }
+    let throttled = send_with(&app, &headers, body.clone()).await;
+    assert_error(&throttled, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(
+        throttled.headers.contains_key("retry-after"),
+        "{throttled:?}"
+    );
+    // Even a genuine report from that address waits its turn; nothing was revoked.
+    let genuine = send_report(&app, &partner, &body).await;
+    assert_error(&genuine, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert_eq!(app.verify(&live).await.status, StatusCode::OK);
+    assert_eq!(events_with_action(&db, "key.revoked").await, 0);
 }

@@ -1,10 +1,13 @@
 //! Secret scanning (issue 22): a partner's signed leak reports, verified against its published
 //! keys (`partner` plays the partner: key pairs and a loopback keys document), revoke every live
 //! key among the tokens on every instance (`reports`); forged, oversized and malformed reports
-//! change nothing (`forgeries`).
+//! change nothing (`forgeries`); a database gone mid-batch and a silent listener
+//! (`failures`); reports racing themselves, a DELETE and master-key rolls (`races`).
 
+mod failures;
 mod forgeries;
 mod partner;
+mod races;
 mod reports;
 
 use std::sync::Arc;

@@ -2,8 +2,9 @@
 //! keys document it publishes on a loopback HTTP server whose content the test changes (key
 //! rotation) and whose fetches it counts.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -33,6 +34,12 @@ impl PartnerKey {
         STANDARD.encode(signature.as_bytes())
     }
 
+    /// base64 of the same signature as fixed-size `r || s` (64 bytes), not DER.
+    pub fn sign_raw(&self, body: &[u8]) -> String {
+        let signature: p256::ecdsa::Signature = self.signing.sign(body);
+        STANDARD.encode(signature.to_bytes())
+    }
+
     fn listed(&self, current: bool) -> Value {
         let pem = VerifyingKey::from(&self.signing)
             .to_public_key_pem(LineEnding::LF)
@@ -46,6 +53,8 @@ pub struct KeysDocument {
     pub port: u16,
     document: Arc<Mutex<String>>,
     fetches: Arc<AtomicUsize>,
+    /// How long each answer is held back, in milliseconds (a slow keys endpoint).
+    delay_ms: Arc<AtomicU64>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -62,12 +71,15 @@ impl KeysDocument {
         let port = listener.local_addr().unwrap().port();
         let document = Arc::new(Mutex::new(String::new()));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let (served, counted) = (document.clone(), fetches.clone());
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (served, counted, delay) = (document.clone(), fetches.clone(), delay_ms.clone());
         let accept = tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let body = served.lock().unwrap().clone();
                 counted.fetch_add(1, Ordering::SeqCst);
+                let delay = Duration::from_millis(delay.load(Ordering::SeqCst));
                 tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
                     let mut head = Vec::new();
                     let mut buffer = [0u8; 1024];
                     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -89,6 +101,7 @@ impl KeysDocument {
             port,
             document,
             fetches,
+            delay_ms,
             accept,
         };
         server.publish(keys);
@@ -110,6 +123,12 @@ impl KeysDocument {
             "http://127.0.0.1:{}/meta/public_keys/secret_scanning",
             self.port
         )
+    }
+
+    /// From now on each answer takes `delay` to come.
+    pub fn slow_down(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn fetches(&self) -> usize {

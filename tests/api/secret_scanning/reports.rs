@@ -1,6 +1,8 @@
 //! Verified reports: labels, revocations seen by every instance, one event and one `key.leaked`
 //! delivery per revoked key, replays, key rotation, and look-alikes that cost no query.
 
+use std::time::{Duration, Instant};
+
 use actix_web::http::StatusCode;
 use logstitch_gateway::domain::{ApiKey, KeyHash, KeyType};
 use serde_json::json;
@@ -230,15 +232,17 @@ async fn a_thousand_look_alikes_are_answered_with_no_database_query() {
         .map(|i| {
             let mut chars: Vec<char> = live.chars().collect();
             // Vary the random part and keep the old checksum: our format, a failing checksum.
-            chars[3 + i % 32] = if chars[3 + i % 32] == 'Z' { 'Y' } else { 'Z' };
-            chars[4 + (i / 32) % 31] = if chars[4 + (i / 32) % 31] == 'q' {
-                'r'
-            } else {
-                'q'
-            };
+            // (The second change skips the first's position, which it could undo: the fake
+            // would then be the live key itself.)
+            let (first, second) = (3 + i % 32, 4 + (i / 32) % 31);
+            chars[first] = if chars[first] == 'Z' { 'Y' } else { 'Z' };
+            if second != first {
+                chars[second] = if chars[second] == 'q' { 'r' } else { 'q' };
+            }
             chars.into_iter().collect()
         })
         .collect();
+    assert!(fakes.iter().all(|fake| *fake != live));
     let tokens: Vec<&str> = fakes.iter().map(String::as_str).collect();
     let before = app.metric("logstitch_secret_scanning_lookups_total").await;
     let reply = send_report(&app, &partner, &report_of(&tokens)).await;
@@ -257,5 +261,71 @@ async fn a_thousand_look_alikes_are_answered_with_no_database_query() {
     assert_eq!(
         app.metric("logstitch_secret_scanning_lookups_total").await,
         before + 1.0
+    );
+}
+
+#[actix_web::test]
+async fn a_made_up_identifier_fetching_from_a_slow_endpoint_never_holds_up_genuine_reports() {
+    let partner = PartnerKey::new("k1");
+    let document = KeysDocument::serving(&[&partner]).await;
+    let app = scanning_app(TestDatabase::create().await, &document).await;
+    let org = app.create_org("Patient").await;
+    let (_, first) = app.new_project_key(&org).await;
+    let (_, second) = app.new_project_key(&org).await;
+    assert_eq!(
+        labels(&send_report(&app, &partner, &report_of(&[&first])).await),
+        ["true_positive"]
+    );
+    // The keys endpoint turns slow; a forger names an identifier nobody published, which
+    // fetches the document again, for seconds.
+    document.slow_down(Duration::from_secs(4));
+    let stranger = PartnerKey::new("made-up");
+    let body = report_of(&[&second]);
+    let (forged, (genuine, took)) =
+        futures_util::join!(send_report(&app, &stranger, &body), async {
+            actix_rt::time::sleep(Duration::from_millis(300)).await;
+            let started = Instant::now();
+            let reply = send_report(&app, &partner, &body).await;
+            (reply, started.elapsed())
+        });
+    assert_error(&forged, StatusCode::UNAUTHORIZED, "invalid_signature");
+    assert_eq!(labels(&genuine), ["true_positive"]);
+    assert!(
+        took < Duration::from_secs(2),
+        "the genuine report waited {took:?} behind the forger's fetch"
+    );
+    assert_eq!(document.fetches(), 2);
+}
+
+#[actix_web::test]
+async fn odd_strings_in_a_verified_report_are_answered_and_audited_as_sent() {
+    let partner = PartnerKey::new("k1");
+    let document = KeysDocument::serving(&[&partner]).await;
+    let db = TestDatabase::create().await;
+    let app = scanning_app(db.clone(), &document).await;
+    let org = app.create_org("Odd").await;
+    let (_, live) = app.new_project_key(&org).await;
+    let odd = "a\u{0}b \u{1F511} \" \\ \r\n";
+    let body = serde_json::to_vec(&json!([
+        {"token": live, "type": odd, "url": odd, "source": ""},
+        {"token": odd, "type": "t"},
+    ]))
+    .unwrap();
+    let reply = send_report(&app, &partner, &body).await;
+    assert_eq!(labels(&reply), ["true_positive", "false_positive"]);
+    assert_eq!(reply.body[0]["token_type"], odd);
+    assert_eq!(reply.body[1]["token_hash"], KeyHash::of(odd).to_hex());
+    let trail = app
+        .request(
+            actix_web::http::Method::GET,
+            "/api/v1/audit-events?action=key.revoked",
+            Some(&org.master_key),
+            None,
+        )
+        .await;
+    assert_eq!(trail.status, StatusCode::OK, "{trail:?}");
+    assert_eq!(
+        trail.body["events"][0]["details"],
+        json!({"reason": "leaked", "url": odd, "source": ""})
     );
 }
