@@ -13,13 +13,12 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use super::body::JsonBody;
-use crate::access::{bearer_token, AuthFailure};
+use crate::access::{bearer_token, unthrottled_address};
 use crate::actors::{Claim, RollMasterKey};
 use crate::audit::{Actor, AuditContext};
 use crate::domain::{OrgId, ProjectId};
 use crate::error::{ApiError, ErrorCode, FieldError};
 use crate::metrics::counted_resource;
-use crate::metrics::RateLimitedBy;
 use crate::request_id::RequestId;
 use crate::state::AppState;
 use crate::store::MasterKeyRollError;
@@ -61,17 +60,7 @@ fn check_admin_token(req: &HttpRequest, state: &AppState) -> Result<(), ApiError
     }
     // Wrong tokens count against the address like bad keys, so the token can't be guessed at
     // line rate; the right token is never refused by that throttle (as a valid key isn't).
-    let ip = state
-        .settings
-        .server
-        .trusted_proxies
-        .client_ip(req.peer_addr(), req.headers());
-    if let Some(ip) = ip {
-        let decision = state.failed_auth.check(ip);
-        if !decision.allowed {
-            state.metrics.rate_limited(RateLimitedBy::Ip);
-            return Err(AuthFailure::Throttled(decision).into());
-        }
+    if let Some(ip) = unthrottled_address(req, state)? {
         state.failed_auth.record_failure(ip);
     }
     Err(ApiError::new(

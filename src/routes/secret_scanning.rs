@@ -5,10 +5,10 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::body::raw_body;
-use crate::access::AuthFailure;
+use crate::access::unthrottled_address;
 use crate::audit::{Actor, AuditContext};
 use crate::error::{ApiError, ErrorCode};
-use crate::metrics::{counted_resource, RateLimitedBy, ReportOutcome};
+use crate::metrics::{counted_resource, ReportOutcome};
 use crate::request_id::RequestId;
 use crate::secret_scanning::{act_on, parse_report, Handles, NotAuthentic};
 use crate::state::AppState;
@@ -38,18 +38,7 @@ async fn report(
     let counted = |outcome: ReportOutcome| reports.inc(&provider.name, outcome);
     // Forged reports count against the address like bad keys: a sender that keeps failing
     // is refused before its body is read or a signature checked.
-    let ip = state
-        .settings
-        .server
-        .trusted_proxies
-        .client_ip(req.peer_addr(), req.headers());
-    if let Some(ip) = ip {
-        let decision = state.failed_auth.check(ip);
-        if !decision.allowed {
-            state.metrics.rate_limited(RateLimitedBy::Ip);
-            return Err(AuthFailure::Throttled(decision).into());
-        }
-    }
+    let ip = unthrottled_address(&req, &state)?;
     let body = raw_body(&req, payload, MAX_REPORT_BYTES)
         .await
         .inspect_err(|error| {

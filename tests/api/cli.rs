@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::helpers::{assert_exact_fields, spawn_app_with, TestDatabase};
 
 /// The binary, with `DATABASE_URL` set to `db` and no LOGSTITCH settings inherited.
-fn gateway(db: &TestDatabase) -> Command {
+pub fn gateway(db: &TestDatabase) -> Command {
     let mut command = crate::helpers::binary();
     command
         .env("DATABASE_URL", &db.url)

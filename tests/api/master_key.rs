@@ -2,7 +2,7 @@
 //! `logstitch-gateway org master-key roll --org ID`. The new key is shown once; the old one is
 //! revoked as DELETE revokes a key, refused on every instance by the time the answer comes.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use actix_web::http::{Method, StatusCode};
@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::cli::gateway;
 use crate::helpers::{
     assert_error, assert_exact_fields, assert_request_id, assert_validation_error, spawn_app_with,
     spawn_isolated_app_with, spawn_isolated_pair, Reply, TestApp, TestDatabase,
@@ -323,16 +324,6 @@ async fn without_an_admin_token_the_roll_route_does_not_exist() {
 }
 
 // ---- The CLI ----
-
-/// The binary, with `DATABASE_URL` set to `db` and no LOGSTITCH settings inherited.
-fn gateway(db: &TestDatabase) -> Command {
-    let mut command = crate::helpers::binary();
-    command
-        .env("DATABASE_URL", &db.url)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null());
-    command
-}
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
