@@ -5,11 +5,11 @@
 //! place and drops only the entries of past hours.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
+use rustc_hash::FxBuildHasher;
 
 use crate::domain::{KeyId, UsageCounts, UsageOutcome};
 use crate::store::UsageDelta;
@@ -19,39 +19,10 @@ const SHARDS: usize = 16;
 /// Hours since the Unix epoch: a bucket's key.
 pub type HourIndex = u32;
 
-/// Key ids are random (uuid v7's low bits; v4's everywhere) and only existing keys are
-/// counted, so no client can choose what is hashed: a multiply-fold is enough, and much
-/// cheaper than SipHash on the hot path.
-#[derive(Default)]
-struct FoldHasher(u64);
-
-impl Hasher for FoldHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn write_u32(&mut self, word: u32) {
-        self.write_u64(u64::from(word));
-    }
-
-    fn write_usize(&mut self, word: usize) {
-        self.write_u64(word as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type Shard = HashMap<(KeyId, HourIndex), UsageCounts, BuildHasherDefault<FoldHasher>>;
+/// Key ids are random in their low bits and only existing keys are counted, so no client
+/// chooses what is hashed: FxHash (rustc's), much cheaper than SipHash on the hot path, is
+/// enough.
+type Shard = HashMap<(KeyId, HourIndex), UsageCounts, FxBuildHasher>;
 
 /// Counts waiting for the next flush.
 pub struct UsageCounter {
