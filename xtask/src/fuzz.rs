@@ -28,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::gateway::{Gateway, ScratchDatabase, TempDir};
-use crate::{build_gateway, env_or, process, target_dir, tools};
+use crate::{build_gateway, env_or, http, process, target_dir, tools};
 
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
 response_schema_conformance,response_headers_conformance";
@@ -40,6 +40,12 @@ const MASTER_CONFIG: &str = r#"cache = { directory = "${LOGSTITCH_FUZZ_CACHE}" }
 bearer = "${LOGSTITCH_FUZZ_MASTER_KEY}"
 [auth.openapi.adminToken]
 bearer = "${LOGSTITCH_FUZZ_ADMIN_TOKEN}"
+
+# A delivery that failed before the run (see `failed_delivery`): the retry route's ids are
+# pinned to it, so the run reaches its 202 whatever the stateful phase happens to chain.
+[[operations]]
+include-name = "POST /api/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry"
+parameters = { id = "${LOGSTITCH_FUZZ_ENDPOINT}", delivery_id = "${LOGSTITCH_FUZZ_DELIVERY}" }
 "#;
 const PROJECT_CONFIG: &str = r#"cache = { directory = "${LOGSTITCH_FUZZ_CACHE}" }
 headers = { Authorization = "Bearer ${LOGSTITCH_FUZZ_PROJECT_KEY}" }
@@ -122,6 +128,43 @@ fn unreached(log: &str, from: usize, wanted: &[(String, String)]) -> Vec<String>
     missing
 }
 
+/// A webhook delivery of `master_key`'s organization that has failed (an endpoint on a name
+/// that never resolves, a test event, no retries in the fuzzing gateway's settings): (endpoint
+/// id, delivery id), for the retry route's pinned parameters.
+fn failed_delivery(gateway: &Gateway, master_key: &str) -> Result<(String, String)> {
+    let endpoints = format!("{}/api/v1/webhook-endpoints", gateway.url);
+    let endpoint = http::post(
+        &endpoints,
+        master_key,
+        &serde_json::json!({"url": "https://fuzz.invalid/hook", "events": ["key.created"]}),
+    )?
+    .expect(201, "create a webhook endpoint")?;
+    let id = endpoint["id"]
+        .as_str()
+        .with_context(|| format!("no id in {endpoint}"))?
+        .to_owned();
+    http::post(
+        &format!("{endpoints}/{id}/test"),
+        master_key,
+        &serde_json::json!({}),
+    )?
+    .expect_status(202, "queue a test delivery")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let page = http::get(&format!("{endpoints}/{id}/deliveries"), Some(master_key))?
+            .expect(200, "list deliveries")?;
+        let delivery = &page["deliveries"][0];
+        if delivery["status"] == "failed" {
+            let delivery_id = delivery["id"].as_str().context("a delivery id")?.to_owned();
+            return Ok((id, delivery_id));
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the test delivery did not fail within 20 s: {page}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn log_lines(log: &Path) -> Result<usize> {
     Ok(std::fs::read_to_string(log)?.lines().count())
 }
@@ -131,6 +174,8 @@ struct Runs<'a> {
     gateway: &'a Gateway,
     results: &'a Path,
     failed: Vec<String>,
+    /// Variables every run's config may name (the pinned delivery's ids).
+    env: Vec<(&'static str, String)>,
 }
 
 impl Runs<'_> {
@@ -175,6 +220,7 @@ impl Runs<'_> {
             .arg(self.results.join(format!("junit-{name}.xml")))
             .args(extra)
             .env(env.0, env.1)
+            .envs(self.env.iter().map(|(name, value)| (*name, value)))
             .env("LOGSTITCH_FUZZ_ADMIN_TOKEN", &self.gateway.admin_token)
             .env("LOGSTITCH_FUZZ_CACHE", self.results.join("cache"));
         if let Ok(seed) = std::env::var("FUZZ_SEED") {
@@ -247,10 +293,14 @@ pub fn run() -> Result<()> {
         gateway: &gateway,
         results: &results,
         failed: Vec::new(),
+        env: Vec::new(),
     };
 
     eprintln!("\n==> run 1: an organization (admin API) for the master key");
     let org = gateway.create_org("Fuzz master")?;
+    let (endpoint, delivery) = failed_delivery(&gateway, &org.master_key)?;
+    runs.env.push(("LOGSTITCH_FUZZ_ENDPOINT", endpoint));
+    runs.env.push(("LOGSTITCH_FUZZ_DELIVERY", delivery));
     let from = log_lines(&log)? + 1;
     let seconds = env_or("FUZZ_MASTER_SECS", "100");
     runs.run(
