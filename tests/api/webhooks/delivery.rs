@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use super::receiver::{Answer, Receiver};
 use super::{
-    audit_events, audit_trail, delivery_items, new_endpoint, receivable, wait_for_status,
-    webhook_app,
+    audit_events, audit_trail, delivery_items, new_endpoint, queue_test, receivable,
+    wait_for_status, webhook_app,
 };
 use crate::helpers::{assert_error, assert_exact_fields, eventually, spawn_app_with, TestDatabase};
 
@@ -87,14 +87,7 @@ async fn every_key_event_is_delivered_signed_in_commit_order_with_its_audit_even
         app.revoke_key(&org.master_key, &new).await.status,
         StatusCode::OK
     );
-    let tested = app
-        .request(
-            Method::POST,
-            &format!("/api/v1/webhook-endpoints/{created_id}/test"),
-            Some(&org.master_key),
-            None,
-        )
-        .await;
+    let tested = queue_test(&app, &org, &created_id).await;
     assert_eq!(tested.status, StatusCode::ACCEPTED, "{tested:?}");
     assert_exact_fields(&tested.body, &["request_id"]);
 

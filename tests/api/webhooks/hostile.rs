@@ -9,7 +9,9 @@ use actix_web::http::{Method, StatusCode};
 use serde_json::json;
 
 use super::receiver::{Answer, Receiver};
-use super::{create_endpoint, delivery_items, new_endpoint, receivable, wait_for_status};
+use super::{
+    create_endpoint, delivery_items, new_endpoint, queue_test, receivable, wait_for_status,
+};
 use crate::helpers::{assert_validation_error, spawn_app_with, TestDatabase};
 
 #[actix_web::test]
@@ -36,14 +38,7 @@ async fn an_attempt_claimed_late_ends_before_its_lease_so_it_is_never_sent_twice
         .batch_execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
-    let queued = app
-        .request(
-            Method::POST,
-            &format!("/api/v1/webhook-endpoints/{endpoint}/test"),
-            Some(&org.master_key),
-            None,
-        )
-        .await;
+    let queued = queue_test(&app, &org, &endpoint).await;
     assert_eq!(queued.status, StatusCode::ACCEPTED, "{queued:?}");
     // The dispatcher leases the endpoint at once, then waits on the lock.
     actix_rt::time::sleep(Duration::from_millis(6200)).await;
@@ -186,14 +181,7 @@ async fn every_test_request_queues_its_own_delivery() {
     receiver.answer_by_default(Answer::Status(500));
     let (endpoint, _) = new_endpoint(&app, &org, &receiver.url(), json!(["key.created"])).await;
     for _ in 0..2 {
-        let reply = app
-            .request(
-                Method::POST,
-                &format!("/api/v1/webhook-endpoints/{endpoint}/test"),
-                Some(&org.master_key),
-                None,
-            )
-            .await;
+        let reply = queue_test(&app, &org, &endpoint).await;
         assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:?}");
     }
     let tests: Vec<_> = delivery_items(&app, &org, &endpoint)

@@ -57,6 +57,17 @@ pub async fn new_endpoint(
     )
 }
 
+/// `POST …/{endpoint}/test` with `org`'s master key.
+pub async fn queue_test(app: &TestApp, org: &TestOrg, endpoint: &str) -> Reply {
+    app.request(
+        Method::POST,
+        &format!("/api/v1/webhook-endpoints/{endpoint}/test"),
+        Some(&org.master_key),
+        None,
+    )
+    .await
+}
+
 /// `GET …/{endpoint}/deliveries{query}`.
 pub async fn deliveries(app: &TestApp, token: &str, endpoint: &str, query: &str) -> Reply {
     app.request(
